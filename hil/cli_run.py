@@ -1,0 +1,89 @@
+"""`hil run`: run a scenario with live progress, then print the timeline, the steps and the verdict."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from rich.console import Console as Terminal
+from rich.status import Status
+from rich.table import Table
+
+from hil.guest.stages import StageMark
+from hil.runner import RunObserver, RunOptions, RunResult, StepResult, run_scenario
+from hil.scenario import load_scenario
+from hil.verdict import Verdict
+
+VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "crash": "bold red", "hang": "bold magenta",
+                 "infra": "bold yellow"}  # fmt: skip
+
+
+class LiveObserver(RunObserver):
+    """Shows the current phase as a spinner and prints each stage and step as it completes."""
+
+    def __init__(self, terminal: Terminal, status: Status) -> None:
+        self.terminal = terminal
+        self.status = status
+        self.started = time.monotonic()
+
+    def phase(self, text: str) -> None:
+        self.status.update(f"{text}  [dim]{time.monotonic() - self.started:5.1f} s[/]")
+        if text.startswith("accelerator:"):
+            self.terminal.print(text)
+
+    def stage(self, mark: StageMark) -> None:
+        when = f"{mark.seconds:6.2f} s" if mark.seconds is not None else "   -    "
+        self.terminal.print(f"  stage [bold]{mark.name:<10}[/] {when}  {mark.status}")
+
+    def step(self, result: StepResult) -> None:
+        style = "green" if result.status == "pass" else "red"
+        self.terminal.print(f"  step  [{style}]{result.status:<4}[/] {result.name}  [dim]{result.reason}[/]")
+
+
+def run_command(args: argparse.Namespace, terminal: Terminal) -> int:
+    scenario = load_scenario(args.scenario)
+    options = RunOptions(
+        guest=args.guest,
+        image=args.image,
+        smp=args.smp,
+        memory_mb=args.memory,
+        accel=args.accel,
+        timeout_factor=args.timeout_factor,
+        report_dir=args.report_dir,
+        keep=args.keep,
+        append=args.append,
+        extra_initrd=tuple(args.initrd_overlay),
+        qemu_binary=args.qemu,
+    )
+    terminal.print(f"hil run [bold]{scenario.name}[/] on guest [bold]{options.guest or scenario.guest}[/]")
+    with terminal.status("preparing") as status:
+        result = run_scenario(scenario, options, LiveObserver(terminal, status))
+    print_result(terminal, result)
+    return result.verdict.exit_code
+
+
+def print_result(terminal: Terminal, result: RunResult) -> None:
+    if result.timeline and result.verdict != Verdict.PASS:
+        terminal.print(timeline_table(result))
+    style = VERDICT_STYLE[str(result.verdict)]
+    terminal.print(f"verdict: [{style}]{result.verdict}[/]  {result.reason}", soft_wrap=True)
+    for line in result.details.get("hang", result.details.get("crash", {})).get("last_lines", [])[-15:]:
+        terminal.print(f"  [dim]| {line}[/]", markup=True, highlight=False)
+    if result.kept:
+        kept = result.kept
+        terminal.print(f"VM kept running (pid {kept['pid']}). Attach: [bold]hil console {result.run_dir}[/]")
+        terminal.print(f"  QMP shell: hil console --qmp {result.run_dir};  stop: hil console --stop {result.run_dir}")
+        if kept.get("ssh_port"):
+            terminal.print(f"  SSH: port {kept['ssh_port']} on 127.0.0.1 (user root, key from `hil image reference`)")
+    terminal.print(f"report: {result.run_dir / 'report.json'}  ({result.duration:.1f} s)")
+
+
+def timeline_table(result: RunResult) -> Table:
+    table = Table(title="boot stages", show_edge=False)
+    for column in ("stage", "at (s)", "budget (s)", "status"):
+        table.add_column(column)
+    assert result.timeline is not None
+    for mark in result.timeline.marks:
+        seconds = f"{mark.seconds:.2f}" if mark.seconds is not None else "-"
+        table.add_row(mark.name, seconds, f"{mark.budget:.0f}", mark.status)
+    return table

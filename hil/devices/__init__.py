@@ -1,0 +1,1 @@
+"""Emulated devices: their QEMU arguments, hotplug over QMP, and what each guest shows when they work."""

@@ -1,0 +1,69 @@
+"""`hil doctor`: is this host ready to run hil? QEMU, the accelerator, cached images, a writable cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+from rich.console import Console as Terminal
+
+from hil.paths import cache_dir, state_dir
+
+
+def doctor_command(terminal: Terminal) -> int:
+    problems = 0
+    for label, ok, detail in _checks():
+        mark = "[green]ok[/]" if ok else "[red]!![/]"
+        terminal.print(f"{mark}  {label:<22} {detail}")
+        problems += not ok
+    return 0 if problems == 0 else 3
+
+
+def _checks() -> list[tuple[str, bool, str]]:
+    results = [_qemu(), _tool("qemu-img", "qemu-utils"), _tool("depmod", "kmod"), _tool("apt-get", "apt")]
+    results += [_writable("cache", cache_dir()), _writable("state", state_dir())]
+    results += [_reference(), _accel()]
+    return results
+
+
+def _qemu() -> tuple[str, bool, str]:
+    path = shutil.which("qemu-system-x86_64")
+    if not path:
+        return "QEMU", False, "qemu-system-x86_64 not found: apt-get install qemu-system-x86"
+    version = subprocess.run([path, "--version"], capture_output=True, text=True, check=False).stdout.splitlines()
+    return "QEMU", True, f"{path}: {version[0] if version else '?'}"
+
+
+def _tool(name: str, package: str) -> tuple[str, bool, str]:
+    path = shutil.which(name)
+    return name, path is not None, path or f"not found: apt-get install {package}"
+
+
+def _writable(label: str, folder: os.PathLike[str]) -> tuple[str, bool, str]:
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        return f"{label} folder", False, f"{folder}: {err}"
+    return f"{label} folder", True, str(folder)
+
+
+def _reference() -> tuple[str, bool, str]:
+    from hil.image.reference import load_reference
+
+    image = load_reference()
+    if image is None:
+        return "reference guest", False, "not built: run `hil image reference`"
+    return "reference guest", True, f"{image.root} (kernel {image.kernel_version})"
+
+
+def _accel() -> tuple[str, bool, str]:
+    from hil.image.reference import load_reference
+    from hil.qemu.accel import choose_accel
+
+    image = load_reference()
+    choice = choose_accel("auto", image.vmlinux if image else None)
+    return "accelerator", True, choice.reason

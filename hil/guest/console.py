@@ -1,0 +1,189 @@
+"""The serial console: pexpect on QEMU's chardev socket, matching on text without escape sequences.
+
+QEMU itself writes every raw byte to the run's serial log (chardev logfile=); this side keeps a plain-text
+transcript and what hil typed, and offers `run(cmd) -> CommandResult` on top of a shell dialect.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import pexpect
+import pexpect.fdpexpect
+
+from hil.errors import InfraError
+from hil.guest.ansi import AnsiStripper
+from hil.guest.shell import ShellDialect, parse_wrapped
+
+TAIL_LINES = 200
+
+
+class ConsoleClosed(InfraError):
+    """The serial connection ended (QEMU exited)."""
+
+
+class CommandTimeout(Exception):
+    """A command's end marker did not arrive in time; `output` is what the console showed meanwhile."""
+
+    def __init__(self, command: str, timeout: float, output: str) -> None:
+        self.command = command
+        self.timeout = timeout
+        self.output = output
+        super().__init__(f"command {command!r} did not finish within {timeout:.1f} s")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    status: int
+    output: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+class _StrippingSpawn(pexpect.fdpexpect.fdspawn):
+    """fdspawn whose buffer holds text with escape sequences and carriage returns removed."""
+
+    def __init__(self, fd: int, on_text: callable, **kwargs: object) -> None:
+        super().__init__(fd, encoding="utf-8", codec_errors="replace", **kwargs)
+        self._stripper = AnsiStripper()
+        self._on_text = on_text
+
+    def read_nonblocking(self, size: int = 1, timeout: float | None = -1) -> str:
+        text = super().read_nonblocking(size, timeout)
+        plain = self._stripper.feed(text)
+        self._on_text(plain)
+        return plain
+
+
+class Console:
+    """A connection to the guest's serial port."""
+
+    def __init__(self, socket_path: Path, transcript: Path | None = None, shell: ShellDialect | None = None):
+        self.socket_path = socket_path
+        self.shell = shell or ShellDialect()
+        self._transcript = open(transcript, "a", encoding="utf-8") if transcript else None  # noqa: SIM115
+        self._tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._partial = ""
+        self._sock: socket.socket | None = None
+        self._spawn: _StrippingSpawn | None = None
+        self.last_output_at = time.monotonic()
+
+    def connect(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(self.socket_path))
+                break
+            except OSError as err:
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise InfraError(f"cannot connect to the serial console at {self.socket_path}: {err}") from err
+                time.sleep(0.05)
+        self._sock = sock
+        # fdspawn closes the descriptor it is given, so it gets its own duplicate.
+        self._spawn = _StrippingSpawn(os.dup(sock.fileno()), self._record, timeout=30, maxread=65536)
+        self._spawn.searchwindowsize = None
+
+    def close(self) -> None:
+        if self._spawn is not None:
+            self._spawn.close()
+            self._spawn = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._transcript:
+            self._transcript.close()
+            self._transcript = None
+
+    # --- matching ---------------------------------------------------------------------------------------
+
+    def expect(self, patterns: list[str | re.Pattern[str]], timeout: float) -> tuple[int, re.Match[str]]:
+        """Wait for the first of `patterns`; raises TimeoutError or ConsoleClosed."""
+        spawn = self._require_spawn()
+        compiled = [re.compile(p) if isinstance(p, str) else p for p in patterns]
+        try:
+            index = spawn.expect_list([*compiled, pexpect.EOF, pexpect.TIMEOUT], timeout=max(timeout, 0))
+        except OSError as err:
+            raise ConsoleClosed(f"serial console read failed: {err}") from err
+        if index == len(compiled):
+            raise ConsoleClosed("the serial console closed (QEMU exited)")
+        if index == len(compiled) + 1:
+            raise TimeoutError(f"none of {[p.pattern for p in compiled]} within {timeout:.1f} s")
+        return index, spawn.match
+
+    def send(self, text: str) -> None:
+        spawn = self._require_spawn()
+        if self._transcript:
+            self._transcript.write(f"\n[hil typed {time.time():.3f}] {text!r}\n")
+        try:
+            spawn.send(text)
+        except OSError as err:
+            raise ConsoleClosed(f"cannot write to the serial console: {err}") from err
+
+    def sendline(self, text: str = "") -> None:
+        self.send(text + "\n")
+
+    def pending_text(self) -> str:
+        """What arrived but no expect has consumed yet."""
+        return self._spawn.buffer if self._spawn else ""
+
+    # --- commands ---------------------------------------------------------------------------------------
+
+    def run(self, command: str, timeout: float = 30.0) -> CommandResult:
+        """Type `command` at the shell and return its exit status and output (without the echo)."""
+        wrapped = self.shell.wrap(command)
+        started = time.monotonic()
+        self.sendline(wrapped.line)
+        try:
+            self.expect([wrapped.pattern], timeout)
+        except TimeoutError:
+            raise CommandTimeout(command, timeout, self.pending_text()) from None
+        status, output = parse_wrapped(self._require_spawn().match)
+        return CommandResult(command, status, output, time.monotonic() - started)
+
+    def resync(self, timeout: float = 10.0, attempts: int = 3) -> None:
+        """Bring the shell to a known state: interrupt anything half typed, then round-trip a marker."""
+        for attempt in range(attempts):
+            self.send("\x03" if attempt else "\x15")  # Ctrl-U clears a half line; Ctrl-C breaks a command
+            wrapped = self.shell.sync_line()
+            self.sendline(wrapped.line)
+            try:
+                self.expect([wrapped.pattern], timeout / attempts)
+                return
+            except TimeoutError:
+                continue
+        raise TimeoutError(f"the shell did not answer a sync marker within {timeout:.1f} s")
+
+    # --- history ----------------------------------------------------------------------------------------
+
+    def recent_lines(self, count: int = 40) -> list[str]:
+        lines = list(self._tail)
+        if self._partial:
+            lines.append(self._partial)
+        return lines[-count:]
+
+    def _record(self, text: str) -> None:
+        if not text:
+            return
+        self.last_output_at = time.monotonic()
+        if self._transcript:
+            self._transcript.write(text)
+        pieces = (self._partial + text).split("\n")
+        self._partial = pieces.pop()[-4096:]  # a guest printing without newlines must not grow this
+        self._tail.extend(pieces)
+
+    def _require_spawn(self) -> _StrippingSpawn:
+        if self._spawn is None:
+            raise ConsoleClosed("the serial console is not connected")
+        return self._spawn

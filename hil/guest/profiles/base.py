@@ -1,0 +1,61 @@
+"""The guest profile interface: how a guest boots, what its stages look like, how to get a shell.
+
+A profile turns guest options into a machine spec, names its boot stages (patterns + budgets) and crash
+patterns, and brings the console to a shell it can run commands in. Redox profiles implement the same
+interface; nothing outside hil/guest/profiles knows a guest's messages.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from hil.guest.console import Console
+from hil.guest.shell import ShellDialect
+from hil.guest.stages import Stage
+from hil.qemu.spec import MachineSpec
+
+
+@dataclass(frozen=True)
+class GuestOptions:
+    """What the user may override, whatever the guest."""
+
+    image: Path | None = None
+    smp: int | None = None
+    memory_mb: int | None = None
+    accel: str = "tcg"
+    append: str = ""
+    extra_initrd: tuple[Path, ...] = ()
+    qemu_binary: str = "qemu-system-x86_64"
+
+
+@dataclass(frozen=True)
+class SshAccess:
+    user: str
+    key_file: Path
+    guest_port: int = 22
+
+
+class GuestProfile(ABC):
+    name: str = ""
+    description: str = ""
+    stages: tuple[Stage, ...] = ()
+    crash_patterns: tuple[str, ...] = ()
+    shell: ShellDialect = ShellDialect()
+
+    @abstractmethod
+    def machine_spec(self, options: GuestOptions) -> MachineSpec:
+        """The machine this guest boots on, with its image resolved (building or failing clearly)."""
+
+    @abstractmethod
+    def probe_kernel(self, options: GuestOptions) -> Path | None:
+        """A kernel hil can boot under KVM to test that KVM works (None when this guest has none)."""
+
+    def prepare_shell(self, console: Console, timeout: float) -> None:
+        """After the last stage: make the console a shell ready for `run` (login, terminal settings)."""
+        console.resync(timeout)
+
+    def ssh_access(self, options: GuestOptions) -> SshAccess | None:
+        """How to log in over SSH, where the guest runs an SSH server."""
+        return None

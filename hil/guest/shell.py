@@ -1,0 +1,42 @@
+"""Shell dialects: how to wrap a command so its output and exit status can be read back reliably.
+
+The markers are split in the typed line (`printf '%s%s' HB TOKEN`) so the echo of the command line can
+never match them; only the shell's own output of the joined marker can.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WrappedCommand:
+    line: str
+    pattern: re.Pattern[str]
+
+
+class ShellDialect:
+    """A POSIX shell (busybox ash, dash, bash). Other shells override `wrap`."""
+
+    name = "posix"
+
+    def wrap(self, command: str) -> WrappedCommand:
+        token = secrets.token_hex(6)
+        begin, end = f"HB{token}", f"HE{token}"
+        # One typed line: the command goes through eval so comments, `&` or newlines in it cannot
+        # swallow the end marker, and all echo (continuation prompts included) comes before HB.
+        line = f"printf '%s%s\\n' HB {token}; eval {shlex.quote(command)}; printf '\\n%s%s:%d\\n' HE {token} $?"
+        pattern = re.compile(rf"{begin}\n(.*?)\n{end}:(\d+)\n", re.DOTALL)
+        return WrappedCommand(line=line, pattern=pattern)
+
+    def sync_line(self) -> WrappedCommand:
+        """A no-op command whose marker proves the shell is reading input again."""
+        return self.wrap("true")
+
+
+def parse_wrapped(match: re.Match[str]) -> tuple[int, str]:
+    """(exit status, output) from a match of WrappedCommand.pattern."""
+    return int(match.group(2)), match.group(1)

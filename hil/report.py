@@ -1,0 +1,73 @@
+"""report.json: the verdict, the boot-stage timeline, the steps and every artifact of one run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hil import __version__
+
+if TYPE_CHECKING:
+    from hil.runner import RunResult
+    from hil.scenario import Scenario
+
+REPORT_NAME = "report.json"
+ARTIFACT_FILES = {
+    "argv": "argv.txt",
+    "serial_log": "serial.log",
+    "console_transcript": "console.txt",
+    "qmp_log": "qmp.jsonl",
+    "qemu_stderr": "qemu.stderr",
+    "scenario": "scenario.toml",
+    "traceback": "hil-traceback.txt",
+    "kept": "kept.json",
+}
+
+
+def write_report(result: RunResult, scenario: Scenario) -> Path:
+    run_dir = result.run_dir
+    _copy_scenario(scenario, run_dir)
+    report = build_report(result, scenario)
+    path = run_dir / REPORT_NAME
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def build_report(result: RunResult, scenario: Scenario) -> dict[str, Any]:
+    timeline = result.timeline
+    return {
+        "hil_version": __version__,
+        "scenario": result.scenario,
+        "scenario_source": str(scenario.source),
+        "guest": result.guest,
+        "verdict": str(result.verdict),
+        "reason": result.reason,
+        "accel": result.accel.name if result.accel else None,
+        "accel_reason": result.accel.reason if result.accel else None,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(result.started_wall)),
+        "duration_s": round(result.duration, 3),
+        "stages": timeline.as_list() if timeline else [],
+        "steps": [asdict(step) for step in result.steps],
+        **result.details,
+        "kept": result.kept,
+        "run_dir": str(result.run_dir),
+        "artifacts": artifacts_of(result.run_dir),
+    }
+
+
+def artifacts_of(run_dir: Path) -> dict[str, str]:
+    """Artifact name -> path relative to the run folder, for those that exist."""
+    found = {name: file for name, file in ARTIFACT_FILES.items() if (run_dir / file).exists()}
+    found["report"] = REPORT_NAME
+    return found
+
+
+def _copy_scenario(scenario: Scenario, run_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        (run_dir / "scenario.toml").write_text(scenario.source.read_text())

@@ -1,0 +1,223 @@
+"""One run of a scenario: scenario -> machine -> session -> guest profile -> verdict -> report.
+
+Whatever happens (assertion, hang, crash, QEMU dying, Ctrl-C), the run folder keeps its artifacts and a
+report.json with the verdict, and QEMU is stopped unless the user asked to keep it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from hil.errors import HilError
+from hil.guest.ansi import strip_ansi
+from hil.guest.console import CommandTimeout, ConsoleClosed
+from hil.guest.profiles import GuestOptions, GuestProfile, get_profile
+from hil.guest.stages import CrashSeen, StageMark, StageTimeout, Timeline
+from hil.paths import new_run_dir, private_dir
+from hil.qemu.accel import AccelChoice, choose_accel
+from hil.report import write_report
+from hil.scenario import Scenario, Step
+from hil.session import GuestSession
+from hil.verdict import Verdict
+
+DEFAULT_FACTOR = {"tcg": 1.0, "kvm": 0.5}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    guest: str | None = None
+    image: Path | None = None
+    smp: int | None = None
+    memory_mb: int | None = None
+    accel: str = "auto"
+    timeout_factor: float | None = None
+    report_dir: Path | None = None
+    keep: bool = False
+    append: str = ""
+    extra_initrd: tuple[Path, ...] = ()
+    qemu_binary: str = "qemu-system-x86_64"
+
+
+@dataclass
+class StepResult:
+    name: str
+    kind: str
+    status: str  # pass | fail | hang
+    seconds: float = 0.0
+    exit_status: int | None = None
+    output: str = ""
+    reason: str = ""
+
+
+@dataclass
+class RunResult:
+    scenario: str
+    guest: str
+    verdict: Verdict
+    reason: str
+    run_dir: Path
+    accel: AccelChoice | None = None
+    timeline: Timeline | None = None
+    steps: list[StepResult] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    started_wall: float = field(default_factory=time.time)
+    duration: float = 0.0
+    kept: dict[str, Any] | None = None
+
+
+class RunObserver(Protocol):
+    """What the CLI shows while a run goes on; tests pass a silent one."""
+
+    def phase(self, text: str) -> None: ...
+
+    def stage(self, mark: StageMark) -> None: ...
+
+    def step(self, result: StepResult) -> None: ...
+
+
+class SilentObserver:
+    def phase(self, text: str) -> None:
+        pass
+
+    def stage(self, mark: StageMark) -> None:
+        pass
+
+    def step(self, result: StepResult) -> None:
+        pass
+
+
+def run_scenario(scenario: Scenario, options: RunOptions, observer: RunObserver | None = None) -> RunResult:
+    observer = observer or SilentObserver()
+    guest = options.guest or scenario.guest
+    run_dir = private_dir(options.report_dir) if options.report_dir else new_run_dir(scenario.name)
+    result = RunResult(scenario.name, guest, Verdict.INFRA, "", run_dir)
+    started = time.monotonic()
+    try:
+        _run(scenario, options, guest, result, observer)
+    except HilError as err:
+        result.verdict, result.reason = Verdict.INFRA, str(err)
+    except KeyboardInterrupt:
+        result.verdict, result.reason = Verdict.INFRA, "interrupted by the user (Ctrl-C)"
+        raise
+    except Exception as err:  # a bug in hil: keep the evidence, call it infra, show the traceback
+        result.verdict, result.reason = Verdict.INFRA, f"internal error: {err!r}"
+        (run_dir / "hil-traceback.txt").write_text(traceback.format_exc())
+    finally:
+        result.duration = time.monotonic() - started
+        write_report(result, scenario)
+    return result
+
+
+def _run(scenario: Scenario, options: RunOptions, guest: str, result: RunResult, observer: RunObserver) -> None:
+    profile = get_profile(guest)
+    guest_options = _guest_options(scenario, options)
+    observer.phase("choosing the accelerator")
+    result.accel = choose_accel(options.accel, profile.probe_kernel(guest_options), options.qemu_binary)
+    observer.phase(f"accelerator: {result.accel.name} ({result.accel.reason})")
+    guest_options = replace(guest_options, accel=result.accel.name)
+    factor = options.timeout_factor or scenario.timeout_factor or DEFAULT_FACTOR[result.accel.name]
+    session = GuestSession(profile, guest_options, result.run_dir, factor=factor, keep=options.keep,
+                           on_mark=observer.stage)  # fmt: skip
+    result.details["ssh_port"] = session.ssh_port
+    try:
+        observer.phase("booting")
+        result.timeline = session.start()
+        _run_steps(session, scenario, result, observer)
+    except StageTimeout as hang:
+        result.verdict, result.reason, result.timeline = Verdict.HANG, str(hang), hang.timeline
+        result.details["hang"] = {"stage": hang.stage, "waited": round(hang.waited, 3), "budget": hang.budget,
+                                  "last_lines": hang.last_lines}  # fmt: skip
+    except CrashSeen as crash:
+        result.verdict, result.reason, result.timeline = Verdict.CRASH, str(crash), crash.timeline
+        result.details["crash"] = {"stage": crash.stage, "line": crash.line, "pattern": crash.pattern,
+                                   "last_lines": crash.last_lines}  # fmt: skip
+    except ConsoleClosed as err:
+        _guest_gone(session, profile, result, str(err))
+    except TimeoutError as err:  # the shell never answered after the last stage
+        result.verdict, result.reason = Verdict.HANG, f"no shell after boot: {err}"
+    finally:
+        session.close()
+        if options.keep:
+            result.kept = _kept_info(session)
+
+
+def _guest_options(scenario: Scenario, options: RunOptions) -> GuestOptions:
+    return GuestOptions(
+        image=options.image,
+        smp=options.smp or scenario.smp,
+        memory_mb=options.memory_mb or scenario.memory_mb,
+        append=options.append,
+        extra_initrd=options.extra_initrd,
+        qemu_binary=options.qemu_binary,
+    )
+
+
+def _run_steps(session: GuestSession, scenario: Scenario, result: RunResult, observer: RunObserver) -> None:
+    result.verdict, result.reason = Verdict.PASS, "all steps passed"
+    for step in scenario.steps:
+        outcome = _run_step(session, _expand(step, session.machine.spec.smp))
+        result.steps.append(outcome)
+        observer.step(outcome)
+        if outcome.status == "hang":
+            result.verdict, result.reason = Verdict.HANG, f"step '{step.name}': {outcome.reason}"
+            return
+        if outcome.status == "fail" and result.verdict == Verdict.PASS:
+            result.verdict, result.reason = Verdict.FAIL, f"step '{step.name}': {outcome.reason}"
+
+
+def _expand(step: Step, smp: int) -> Step:
+    """Fill the placeholders a scenario may use ({smp})."""
+
+    def fill(text: str | None) -> str | None:
+        return None if text is None else text.replace("{smp}", str(smp))
+
+    return replace(step, command=fill(step.command) or "", expect_output=fill(step.expect_output))
+
+
+def _run_step(session: GuestSession, step: Step) -> StepResult:
+    try:
+        done = session.run(step.command, step.timeout)
+    except CommandTimeout as err:
+        return StepResult(step.name, step.kind, "hang", err.timeout, None, err.output[-2000:], str(err))
+    outcome = StepResult(step.name, step.kind, "pass", round(done.seconds, 3), done.status, done.output[-4000:])
+    if step.expect_status is not None and done.status != step.expect_status:
+        outcome.status, outcome.reason = "fail", f"exit status {done.status}, expected {step.expect_status}"
+    elif step.expect_output is not None and not re.search(step.expect_output, done.output, re.MULTILINE):
+        outcome.status, outcome.reason = "fail", f"output does not match /{step.expect_output}/"
+    return outcome
+
+
+def _guest_gone(session: GuestSession, profile: GuestProfile, result: RunResult, why: str) -> None:
+    """QEMU exited under us: a crash if the guest's last words match a crash pattern, else infra."""
+    process = session.machine.process
+    code = process.wait(2) if process else None
+    stderr = process.stderr_text().strip() if process else ""
+    result.details["qemu_exit"] = {"status": code, "stderr": stderr[-2000:]}
+    tail = strip_ansi(_tail_text(session.machine.paths.serial_log))
+    crash = next((p for p in profile.crash_patterns if re.search(p, tail, re.MULTILINE)), None)
+    if crash:
+        result.verdict, result.reason = Verdict.CRASH, f"the guest crashed (/{crash}/) and QEMU exited"
+    else:
+        result.verdict, result.reason = Verdict.INFRA, f"{why}; QEMU exit status {code}: {stderr[-300:]}"
+
+
+def _tail_text(path: Path, size: int = 20000) -> str:
+    try:
+        return path.read_bytes()[-size:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _kept_info(session: GuestSession) -> dict[str, Any]:
+    process = session.machine.process
+    return {
+        "pid": process.pid if process else None,
+        "qmp_socket": str(session.machine.paths.qmp_socket),
+        "serial_socket": str(session.machine.paths.serial_socket),
+        "ssh_port": session.ssh_port,
+    }

@@ -1,0 +1,74 @@
+"""Whatever ends hil (SIGKILL, SIGTERM, Ctrl-C, an exception), no QEMU it started survives it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from hil.errors import QemuLaunchError
+from hil.qemu.machine import Machine
+from hil.qemu.spec import MachineSpec
+
+pytestmark = pytest.mark.qemu
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from hil.qemu.machine import Machine
+    from hil.qemu.spec import MachineSpec
+    machine = Machine(MachineSpec(accel="tcg", memory_mb=64), Path(sys.argv[1]))
+    with machine:
+        machine.launch()
+        print(machine.process.pid, flush=True)
+        if sys.argv[2] == "raise":
+            raise RuntimeError("boom")
+        time.sleep(600)
+    """
+)
+
+
+def process_gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+        except (FileNotFoundError, IndexError):
+            return True
+        if state in "ZX":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("ending", ["sigkill", "sigterm", "sigint", "raise"])
+def test_qemu_dies_with_hil(tmp_path: Path, ending: str) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path / "run"), ending],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    qemu_pid = int(holder.stdout.readline())
+    assert Path(f"/proc/{qemu_pid}").exists()
+    signals = {"sigkill": signal.SIGKILL, "sigterm": signal.SIGTERM, "sigint": signal.SIGINT}
+    if ending in signals:
+        os.kill(holder.pid, signals[ending])
+    holder.wait(30)
+    assert process_gone(qemu_pid), f"QEMU {qemu_pid} outlived hil ({ending})"
+
+
+def test_launch_failure_carries_argv_and_stderr(tmp_path: Path) -> None:
+    spec = MachineSpec(accel="tcg", memory_mb=64, extra_args=("-device", "no-such-device"))
+    with Machine(spec, tmp_path) as machine, pytest.raises(QemuLaunchError) as caught:
+        machine.launch()
+    assert "no-such-device" in caught.value.stderr
+    assert caught.value.argv[0] == "qemu-system-x86_64" and "-device" in caught.value.argv
