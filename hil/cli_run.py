@@ -10,8 +10,9 @@ from rich.status import Status
 from rich.table import Table
 
 from hil.guest.stages import StageMark
-from hil.runner import RunObserver, RunOptions, RunResult, StepResult, run_scenario
+from hil.runner import RunObserver, RunOptions, RunResult, run_scenario
 from hil.scenario import load_scenario
+from hil.steps import StepResult
 from hil.verdict import Verdict
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "crash": "bold red", "hang": "bold magenta",

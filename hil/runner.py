@@ -15,14 +15,15 @@ from typing import Any, Protocol
 
 from hil.errors import HilError
 from hil.guest.ansi import strip_ansi
-from hil.guest.console import CommandTimeout, ConsoleClosed
+from hil.guest.console import ConsoleClosed
 from hil.guest.profiles import GuestOptions, GuestProfile, get_profile
 from hil.guest.stages import CrashSeen, StageMark, StageTimeout, Timeline
 from hil.paths import new_run_dir, private_dir
 from hil.qemu.accel import AccelChoice, choose_accel
 from hil.report import write_report
 from hil.scenario import Scenario, Step
-from hil.session import GuestSession
+from hil.session import GuestSession, PlannedDevice
+from hil.steps import StepResult, run_step
 from hil.verdict import Verdict
 
 DEFAULT_FACTOR = {"tcg": 1.0, "kvm": 0.5}
@@ -41,17 +42,6 @@ class RunOptions:
     append: str = ""
     extra_initrd: tuple[Path, ...] = ()
     qemu_binary: str = "qemu-system-x86_64"
-
-
-@dataclass
-class StepResult:
-    name: str
-    kind: str
-    status: str  # pass | fail | hang
-    seconds: float = 0.0
-    exit_status: int | None = None
-    output: str = ""
-    reason: str = ""
 
 
 @dataclass
@@ -121,8 +111,9 @@ def _run(scenario: Scenario, options: RunOptions, guest: str, result: RunResult,
     observer.phase(f"accelerator: {result.accel.name} ({result.accel.reason})")
     guest_options = replace(guest_options, accel=result.accel.name)
     factor = options.timeout_factor or scenario.timeout_factor or DEFAULT_FACTOR[result.accel.name]
-    session = GuestSession(profile, guest_options, result.run_dir, factor=factor, keep=options.keep,
-                           on_mark=observer.stage)  # fmt: skip
+    devices = [PlannedDevice(entry.device, entry.at_boot) for entry in scenario.devices]
+    session = GuestSession(profile, guest_options, result.run_dir, devices=devices, factor=factor,
+                           keep=options.keep, on_mark=observer.stage)  # fmt: skip
     result.details["ssh_port"] = session.ssh_port
     try:
         observer.phase("booting")
@@ -151,7 +142,7 @@ def _guest_options(scenario: Scenario, options: RunOptions) -> GuestOptions:
         image=options.image,
         smp=options.smp or scenario.smp,
         memory_mb=options.memory_mb or scenario.memory_mb,
-        append=options.append,
+        append=f"{scenario.append} {options.append}".strip(),
         extra_initrd=options.extra_initrd,
         qemu_binary=options.qemu_binary,
     )
@@ -160,7 +151,7 @@ def _guest_options(scenario: Scenario, options: RunOptions) -> GuestOptions:
 def _run_steps(session: GuestSession, scenario: Scenario, result: RunResult, observer: RunObserver) -> None:
     result.verdict, result.reason = Verdict.PASS, "all steps passed"
     for step in scenario.steps:
-        outcome = _run_step(session, _expand(step, session.machine.spec.smp))
+        outcome = run_step(session, _expand(step, session.machine.spec.smp))
         result.steps.append(outcome)
         observer.step(outcome)
         if outcome.status == "hang":
@@ -171,25 +162,9 @@ def _run_steps(session: GuestSession, scenario: Scenario, result: RunResult, obs
 
 
 def _expand(step: Step, smp: int) -> Step:
-    """Fill the placeholders a scenario may use ({smp})."""
-
-    def fill(text: str | None) -> str | None:
-        return None if text is None else text.replace("{smp}", str(smp))
-
-    return replace(step, command=fill(step.command) or "", expect_output=fill(step.expect_output))
-
-
-def _run_step(session: GuestSession, step: Step) -> StepResult:
-    try:
-        done = session.run(step.command, step.timeout)
-    except CommandTimeout as err:
-        return StepResult(step.name, step.kind, "hang", err.timeout, None, err.output[-2000:], str(err))
-    outcome = StepResult(step.name, step.kind, "pass", round(done.seconds, 3), done.status, done.output[-4000:])
-    if step.expect_status is not None and done.status != step.expect_status:
-        outcome.status, outcome.reason = "fail", f"exit status {done.status}, expected {step.expect_status}"
-    elif step.expect_output is not None and not re.search(step.expect_output, done.output, re.MULTILINE):
-        outcome.status, outcome.reason = "fail", f"output does not match /{step.expect_output}/"
-    return outcome
+    """Fill the placeholders a scenario may use in its strings ({smp})."""
+    params = {k: v.replace("{smp}", str(smp)) if isinstance(v, str) else v for k, v in step.params.items()}
+    return replace(step, params=params)
 
 
 def _guest_gone(session: GuestSession, profile: GuestProfile, result: RunResult, why: str) -> None:

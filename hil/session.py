@@ -6,17 +6,37 @@ and the pytest plugin. Hangs and crashes surface as StageTimeout / CrashSeen; QE
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from hil.devices.base import Device
 from hil.devices.net import E1000
-from hil.guest.console import CommandResult, Console
+from hil.errors import UsageError
+from hil.guest.console import CommandResult, CommandTimeout, Console
 from hil.guest.profiles import GuestOptions, GuestProfile
 from hil.guest.stages import StageMark, Timeline, walk_stages
+from hil.paths import private_dir
 from hil.qemu.machine import Machine
 
 SHELL_BUDGET = 30.0
 SSH_GUEST_PORT = 22
+CHECK_INTERVAL = 0.5
+
+
+@dataclass(frozen=True)
+class PlannedDevice:
+    device: Device
+    at_boot: bool = True
+
+
+@dataclass(frozen=True)
+class DeviceSeen:
+    ok: bool
+    description: str
+    evidence: str
 
 
 class GuestSession:
@@ -28,6 +48,7 @@ class GuestSession:
         options: GuestOptions,
         run_dir: Path,
         *,
+        devices: Sequence[PlannedDevice] = (),
         factor: float = 1.0,
         keep: bool = False,
         on_mark: Callable[[StageMark], None] | None = None,
@@ -36,9 +57,14 @@ class GuestSession:
         self.options = options
         self.factor = factor
         self.on_mark = on_mark
-        self.network = E1000.with_forwards(("tcp", SSH_GUEST_PORT))
+        self.devices = _with_network(list(devices))
+        self.network = next(p.device for p in self.devices if isinstance(p.device, E1000))
+        assert isinstance(self.network, E1000)
+        self.network.forward("tcp", SSH_GUEST_PORT)
+        for planned in self.devices:  # overlays must exist before the argv names them
+            planned.device.prepare(private_dir(run_dir))
         spec = profile.machine_spec(options)
-        spec = spec.with_changes(devices=(*spec.devices, self.network.qemu_args()))
+        spec = spec.with_changes(devices=(*spec.devices, *self._device_args()))
         self.machine = Machine(spec, run_dir, keep=keep)
         self.console = Console(self.machine.paths.serial_socket, run_dir / "console.txt", profile.shell)
         self.timeline: Timeline | None = None
@@ -77,9 +103,56 @@ class GuestSession:
     def run(self, command: str, timeout: float = 30.0) -> CommandResult:
         return self.console.run(command, timeout * self.factor)
 
+    # --- devices ----------------------------------------------------------------------------------------
+
+    def device(self, device_id: str) -> Device:
+        for planned in self.devices:
+            if planned.device.id == device_id:
+                return planned.device
+        raise UsageError(f"no device {device_id!r} in this session")
+
+    def hotplug(self, device_id: str) -> None:
+        self.device(device_id).hotplug(self.machine.qmp)
+
+    def unplug(self, device_id: str, timeout: float = 30.0) -> None:
+        self.device(device_id).unplug(self.machine.qmp, timeout * self.factor)
+
+    def check_device(self, device_id: str, timeout: float = 30.0) -> DeviceSeen:
+        """Poll the guest until it shows the device as its profile expects, or the time is up."""
+        device = self.device(device_id)
+        check = device.guest_check(self.profile.name)
+        if check is None or check.command is None:
+            return DeviceSeen(False, device.describe(), f"no shell check known for guest {self.profile.name}")
+        deadline = time.monotonic() + timeout * self.factor
+        evidence = ""
+        while True:
+            try:
+                result = self.console.run(check.command, max(5.0, deadline - time.monotonic()))
+                evidence = result.output
+            except CommandTimeout as err:
+                evidence = err.output
+                self.console.resync()
+            if check.output_pattern and re.search(check.output_pattern, evidence):
+                return DeviceSeen(True, check.description, evidence)
+            if time.monotonic() > deadline:
+                return DeviceSeen(False, check.description, evidence)
+            time.sleep(CHECK_INTERVAL)
+
     def close(self) -> None:
         self.console.close()
         if self.machine.keep_running:
             self.machine.detach()
         else:
             self.machine.stop()
+
+    def _device_args(self) -> list[tuple[str, ...]]:
+        groups = [p.device.slot_args() for p in self.devices]
+        groups += [p.device.qemu_args() for p in self.devices if p.at_boot]
+        return [g for g in groups if g]
+
+
+def _with_network(devices: list[PlannedDevice]) -> list[PlannedDevice]:
+    """Every guest gets a NIC (for SSH and the network stage); a scenario's own e1000 serves if present."""
+    if any(isinstance(p.device, E1000) for p in devices):
+        return devices
+    return [*devices, PlannedDevice(E1000("net0"))]

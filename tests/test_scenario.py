@@ -49,3 +49,30 @@ def test_unknown_scenario_lists_known_ones() -> None:
 def test_smp_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="at least 1"):
         parse_scenario(write(tmp_path, "[machine]\nsmp = 0\n"))
+
+
+def test_builtin_scenarios_all_load() -> None:
+    for name in builtin_names():
+        assert load_scenario(name).steps, name
+
+
+def test_device_mistakes_name_the_device_key(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"devices\[0\]\.kind.*use one of nvme"):
+        parse_scenario(write(tmp_path, '[[devices]]\nkind = "floppy"\nid = "f0"\n'))
+    with pytest.raises(UsageError, match=r"devices\[0\]\.controller.*not an xhci device"):
+        parse_scenario(write(tmp_path, '[[devices]]\nkind = "usb-storage"\nid = "u0"\ncontroller = "x"\n'))
+    with pytest.raises(UsageError, match=r"devices\[0\]\.forwards.*tcp:PORT"):
+        parse_scenario(write(tmp_path, '[[devices]]\nkind = "e1000"\nid = "n0"\nforwards = ["tcp:99999"]\n'))
+
+
+def test_steps_must_name_declared_hotpluggable_devices(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"steps\[0\]\.hotplug.*unknown device 'nvme9'"):
+        parse_scenario(write(tmp_path, '[[steps]]\nhotplug = "nvme9"\n'))
+    text = '[[devices]]\nkind = "xhci"\nid = "x0"\n[[steps]]\nunplug = "x0"\n'
+    with pytest.raises(UsageError, match=r"cannot be .un.plugged"):
+        parse_scenario(write(tmp_path, text))
+
+
+def test_host_step_needs_its_mode_keys(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"steps\[0\]\.guest_port.*missing"):
+        parse_scenario(write(tmp_path, '[[steps]]\nhost = "send"\n'))

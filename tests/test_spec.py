@@ -23,7 +23,7 @@ def test_digest_changes_with_any_field() -> None:
 
 
 def test_forwarded_ports_bind_loopback_only() -> None:
-    nic = E1000.with_forwards(("tcp", 22), ("udp", 7))
+    nic = E1000("net0", (("tcp", 22), ("udp", 7)))
     netdev = nic.qemu_args()[1]
     assert netdev.count("127.0.0.1") == 2
     assert f"hostfwd=tcp:127.0.0.1:{nic.host_port(22)}-:22" in netdev

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from hil.devices.base import Device, GuestCheck
+
+GUEST_HOST_ADDRESS = "10.0.2.2"  # how a guest on QEMU's user network reaches the host's loopback
+GUEST_ADDRESS = "10.0.2.15"
 
 
 def free_port(kind: str = "tcp") -> int:
@@ -26,23 +31,45 @@ class Forward:
         return f"hostfwd={self.proto}:127.0.0.1:{self.host_port}-:{self.guest_port}"
 
 
-@dataclass(frozen=True)
-class E1000:
-    """An Intel e1000 NIC on a user-mode netdev."""
+class E1000(Device):
+    """An Intel e1000 NIC on a user-mode netdev, with host ports picked free for each run."""
 
-    id: str = "hil-net0"
-    forwards: tuple[Forward, ...] = field(default_factory=tuple)
+    kind = "e1000"
 
-    @classmethod
-    def with_forwards(cls, *guest_ports: tuple[str, int], id: str = "hil-net0") -> E1000:
-        return cls(id=id, forwards=tuple(Forward(proto, free_port(proto), port) for proto, port in guest_ports))
+    def __init__(self, id: str = "net0", forwards: tuple[tuple[str, int], ...] = ()) -> None:
+        super().__init__(id)
+        self.forwards: list[Forward] = []
+        for proto, guest_port in forwards:
+            self.forward(proto, guest_port)
+
+    def forward(self, proto: str, guest_port: int) -> Forward:
+        """Add (or return the existing) forward of a guest port; only valid before QEMU starts."""
+        if proto not in ("tcp", "udp"):
+            raise ValueError(f"forward protocol must be tcp or udp, not {proto!r}")
+        for existing in self.forwards:
+            if (existing.proto, existing.guest_port) == (proto, guest_port):
+                return existing
+        added = Forward(proto, free_port(proto), guest_port)
+        self.forwards.append(added)
+        return added
 
     def qemu_args(self) -> tuple[str, ...]:
-        netdev = ",".join([f"user,id={self.id}", *(f.hostfwd() for f in self.forwards)])
-        return ("-netdev", netdev, "-device", f"e1000,netdev={self.id},id={self.id}-nic")
+        netdev = ",".join([f"user,id={self.id}-netdev", *(f.hostfwd() for f in self.forwards)])
+        return ("-netdev", netdev, "-device", f"e1000,netdev={self.id}-netdev,id={self.id}")
 
     def host_port(self, guest_port: int, proto: str = "tcp") -> int:
         for forward in self.forwards:
             if forward.guest_port == guest_port and forward.proto == proto:
                 return forward.host_port
-        raise KeyError(f"no {proto} forward to guest port {guest_port}")
+        raise KeyError(f"{self.describe()} has no {proto} forward to guest port {guest_port}")
+
+    def guest_check(self, guest: str) -> GuestCheck | None:
+        if guest == "reference":
+            return GuestCheck(
+                "eth0 driven by e1000 with a DHCP address",
+                command="readlink /sys/class/net/eth0/device/driver; ip -4 addr show eth0",
+                output_pattern=rf"/e1000\n[\s\S]*inet {GUEST_ADDRESS.replace('.', '[.]')}/",
+            )
+        if guest.startswith("redox"):
+            return GuestCheck("e1000d started and its network scheme", console_patterns=(r"E1000",))
+        return None

@@ -10,7 +10,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
+from hil.devices.base import Device
 from hil.guest.console import Console
 from hil.guest.shell import ShellDialect
 from hil.guest.stages import Stage
@@ -43,6 +45,7 @@ class GuestProfile(ABC):
     stages: tuple[Stage, ...] = ()
     crash_patterns: tuple[str, ...] = ()
     shell: ShellDialect = ShellDialect()
+    probe_binaries: ClassVar[dict[str, str]] = {}
 
     @abstractmethod
     def machine_spec(self, options: GuestOptions) -> MachineSpec:
@@ -55,6 +58,14 @@ class GuestProfile(ABC):
     def prepare_shell(self, console: Console, timeout: float) -> None:
         """After the last stage: make the console a shell ready for `run` (login, terminal settings)."""
         console.resync(timeout)
+
+    def probe_command(self, probe: str, device: Device | None, args: str) -> str:
+        """The command line that runs guest probe `probe` on `device` (same flags on every guest)."""
+        command = f"{self.probe_binaries[probe]}"
+        path = device.guest_path(self.name) if device else None
+        if path:
+            command += f" --device {path}"
+        return f"{command} {args}".strip()
 
     def ssh_access(self, options: GuestOptions) -> SshAccess | None:
         """How to log in over SSH, where the guest runs an SSH server."""

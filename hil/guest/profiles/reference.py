@@ -7,6 +7,7 @@ kernel up, userspace started, drivers loaded, network, services, ready, shell.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from hil.errors import UsageError
 from hil.guest.console import Console
@@ -31,6 +32,7 @@ class ReferenceProfile(GuestProfile):
         Stage("sshd", r"hil-init: sshd \S+", 15, "dropbear started"),
         Stage("ready", rf"^{READY_MARKER}$", 60, "init's hooks ran; the ready marker"),
     )
+    probe_binaries: ClassVar[dict[str, str]] = {"uring": "/usr/bin/hil-uring-probe"}
     crash_patterns = (
         r"Kernel panic - not syncing",
         r"BUG: kernel NULL pointer dereference",

@@ -1,0 +1,244 @@
+"""Running scenario steps against a guest session; each gives a StepResult (pass, fail or hang).
+
+Step kinds: run a command, wait for a console pattern, hot-add or remove a device, check the guest sees a
+device, run a probe (every case becomes a result with its metrics), and talk to a guest port from the host.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hil.devices.net import E1000, GUEST_HOST_ADDRESS
+from hil.guest.console import CommandTimeout
+from hil.qemu.qmp import QmpCommandError
+from hil.scenario import Step
+from hil.session import GuestSession
+
+
+@dataclass
+class StepResult:
+    name: str
+    kind: str
+    status: str  # pass | fail | hang
+    seconds: float = 0.0
+    exit_status: int | None = None
+    output: str = ""
+    reason: str = ""
+    cases: list[dict[str, Any]] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def run_step(session: GuestSession, step: Step) -> StepResult:
+    started = time.monotonic()
+    try:
+        result = STEP_RUNNERS[step.kind](session, step)
+    except CommandTimeout as err:
+        result = StepResult(step.name, step.kind, "hang", output=err.output[-2000:], reason=str(err))
+        session.console.resync()
+    except QmpCommandError as err:
+        result = StepResult(step.name, step.kind, "fail", reason=str(err))
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def _run(session: GuestSession, step: Step) -> StepResult:
+    done = session.run(step["run"], step.timeout)
+    result = StepResult(step.name, step.kind, "pass", exit_status=done.status, output=done.output[-4000:])
+    expect_status, expect_output = step["expect_status"], step["expect_output"]
+    if expect_status is not None and done.status != expect_status:
+        result.status, result.reason = "fail", f"exit status {done.status}, expected {expect_status}"
+    elif expect_output is not None and not re.search(expect_output, done.output, re.MULTILINE):
+        result.status, result.reason = "fail", f"output does not match /{expect_output}/"
+    return result
+
+
+def _console(session: GuestSession, step: Step) -> StepResult:
+    try:
+        _, match = session.console.expect([re.compile(step["console"], re.MULTILINE)], step.timeout * session.factor)
+    except TimeoutError:
+        lines = session.console.recent_lines(10)
+        return StepResult(step.name, step.kind, "fail", output="\n".join(lines), reason=f"/{step['console']}/ not seen")
+    return StepResult(step.name, step.kind, "pass", output=match.group(0))
+
+
+def _hotplug(session: GuestSession, step: Step) -> StepResult:
+    session.hotplug(step["hotplug"])
+    return StepResult(step.name, step.kind, "pass", reason=f"{session.device(step['hotplug']).describe()} added")
+
+
+def _unplug(session: GuestSession, step: Step) -> StepResult:
+    try:
+        session.unplug(step["unplug"], step.timeout)
+    except TimeoutError:
+        device = session.device(step["unplug"]).describe()
+        return StepResult(step.name, step.kind, "fail", reason=f"{device}: no DEVICE_DELETED (the guest kept it)")
+    return StepResult(step.name, step.kind, "pass", reason=f"{session.device(step['unplug']).describe()} removed")
+
+
+def _check_device(session: GuestSession, step: Step) -> StepResult:
+    device = session.device(step["check_device"])
+    seen = session.check_device(device.id, step.timeout)
+    if seen.ok:
+        return StepResult(step.name, step.kind, "pass", output=seen.evidence[-2000:], reason=seen.description)
+    reason = f"the guest does not show {device.describe()} ({seen.description})"
+    return StepResult(step.name, step.kind, "fail", output=seen.evidence[-2000:], reason=reason)
+
+
+def _probe(session: GuestSession, step: Step) -> StepResult:
+    from hil.uring_probe.ktap import parse_text
+
+    device = session.device(step["device"]) if step["device"] else None
+    command = session.profile.probe_command(step["probe"], device, step["args"])
+    done = session.run(command, step.timeout)
+    report = parse_text(done.output)
+    cases = [case.as_dict() for case in report.cases]
+    result = StepResult(step.name, step.kind, "pass", exit_status=done.status, output=done.output[-8000:], cases=cases)
+    result.details = {"command": command, "plan": report.plan, "parse_errors": report.errors}
+    failed = _failed_cases(report, step)
+    if report.errors or failed or not report.cases:
+        result.status = "fail"
+        result.reason = "; ".join([*(f"case {c.name}: {c.reason or c.status}" for c in failed), *report.errors])
+        result.reason = result.reason or "the probe reported no cases"
+    return result
+
+
+def _failed_cases(report: Any, step: Step) -> list[Any]:
+    wanted = set(step["expect_cases"]) if step["expect_cases"] else None
+    allowed = set(step["allow_fail"])
+    failed = [c for c in report.cases if c.status in ("fail", "error") and c.name not in allowed]
+    if wanted is not None:
+        failed = [c for c in failed if c.name in wanted]
+        seen = {c.name for c in report.cases if c.status == "pass"}
+        failed += [_Missing(name) for name in sorted(wanted - seen - {c.name for c in failed})]
+    return failed
+
+
+@dataclass
+class _Missing:
+    name: str
+    status: str = "error"
+    reason: str = "expected case did not pass or was not reported"
+
+
+def _host(session: GuestSession, step: Step) -> StepResult:
+    network = session.network
+    assert isinstance(network, E1000)
+    if step["host"] == "send":
+        return _host_send(network, step, step.timeout * session.factor)
+    return _host_receive(session, step, step.timeout * session.factor)
+
+
+def _host_send(network: E1000, step: Step, timeout: float) -> StepResult:
+    proto, guest_port = step["proto"], step["guest_port"]
+    try:
+        port = network.host_port(guest_port, proto)
+    except KeyError as err:
+        return StepResult(step.name, step.kind, "fail", reason=str(err))
+    payload = step["payload"].encode()
+    expected = (step["expect"] if step["expect"] is not None else step["payload"]).encode()
+    exchange = _tcp_exchange if proto == "tcp" else _udp_exchange
+    got, problem = exchange(port, payload, len(expected), timeout)
+    details = {"host_port": port, "sent": payload.decode(errors="replace"), "received": got.decode(errors="replace")}
+    if problem is None and got != expected:
+        problem = f"wrong bytes: got {got[:80]!r}, expected {expected[:80]!r}"
+    status = "pass" if problem is None else "fail"
+    reason = problem or f"{proto} 127.0.0.1:{port} -> guest:{guest_port} echoed {len(got)} bytes"
+    return StepResult(step.name, step.kind, status, reason=reason, details=details)
+
+
+def _tcp_exchange(port: int, payload: bytes, want: int, timeout: float) -> tuple[bytes, str | None]:
+    """Connect (retrying: user-mode networking accepts, then resets, while no guest listener exists)."""
+    deadline = time.monotonic() + timeout
+    problem = "no listener in the guest"
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=max(0.5, deadline - time.monotonic())) as conn:
+                conn.sendall(payload)
+                got = _read_until(conn, want, deadline)
+                if got:
+                    return got, None
+                problem = "connection closed with no echo (no listener in the guest?)"
+        except (ConnectionError, OSError) as err:
+            problem = f"no listener in the guest ({err.__class__.__name__})"
+        time.sleep(0.3)
+    return b"", f"{problem} within {timeout:.0f} s"
+
+
+def _read_until(conn: socket.socket, want: int, deadline: float) -> bytes:
+    got = b""
+    while len(got) < want and time.monotonic() < deadline:
+        conn.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            chunk = conn.recv(65536)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def _udp_exchange(port: int, payload: bytes, want: int, timeout: float) -> tuple[bytes, str | None]:
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        while time.monotonic() < deadline:
+            sock.sendto(payload, ("127.0.0.1", port))
+            sock.settimeout(min(1.0, max(0.1, deadline - time.monotonic())))
+            try:
+                got, _ = sock.recvfrom(65536)
+                return got, None
+            except (TimeoutError, ConnectionError):
+                continue  # the guest's listener may not be up yet: datagrams are cheap to resend
+    return b"", f"no UDP echo within {timeout:.0f} s"
+
+
+def _host_receive(session: GuestSession, step: Step, timeout: float) -> StepResult:
+    proto, payload = step["proto"], step["payload"].encode()
+    sock_type = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, sock_type) as listener:
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        if proto == "tcp":
+            listener.listen(4)
+        fill = {"{host_addr}": GUEST_HOST_ADDRESS, "{host_port}": str(port), "{payload}": step["payload"]}
+        command = step["guest_command"]
+        for key, value in fill.items():
+            command = command.replace(key, value)
+        done = session.run(command, step.timeout)
+        got = _receive(listener, proto, len(payload), time.monotonic() + min(timeout, 10))
+    details = {"host_port": port, "command": command, "received": got.decode(errors="replace")}
+    if got == payload:
+        reason = f"guest -> {GUEST_HOST_ADDRESS}:{port} ({proto}) delivered {len(got)} bytes"
+        return StepResult(step.name, step.kind, "pass", exit_status=done.status, reason=reason, details=details)
+    reason = "nothing reached the host listener" if not got else f"wrong bytes: {got[:80]!r}"
+    reason += f" (guest command exit status {done.status})"
+    return StepResult(step.name, step.kind, "fail", exit_status=done.status, output=done.output, reason=reason,
+                      details=details)  # fmt: skip
+
+
+def _receive(listener: socket.socket, proto: str, want: int, deadline: float) -> bytes:
+    listener.settimeout(max(0.1, deadline - time.monotonic()))
+    try:
+        if proto == "udp":
+            return listener.recvfrom(65536)[0]
+        conn, _ = listener.accept()
+        with conn:
+            return _read_until(conn, want, deadline)
+    except TimeoutError:
+        return b""
+
+
+STEP_RUNNERS: dict[str, Callable[[GuestSession, Step], StepResult]] = {
+    "run": _run,
+    "console": _console,
+    "hotplug": _hotplug,
+    "unplug": _unplug,
+    "check_device": _check_device,
+    "probe": _probe,
+    "host": _host,
+}
