@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from hil.errors import QemuLaunchError
 from hil.qemu.machine import Machine
 from hil.qemu.spec import MachineSpec
+from tests.helpers import process_gone
 
 pytestmark = pytest.mark.qemu
 
@@ -24,6 +24,7 @@ HOLDER = textwrap.dedent(
     from pathlib import Path
     from hil.qemu.machine import Machine
     from hil.qemu.spec import MachineSpec
+from tests.helpers import process_gone
     machine = Machine(MachineSpec(accel="tcg", memory_mb=64), Path(sys.argv[1]))
     with machine:
         machine.launch()
@@ -33,19 +34,6 @@ HOLDER = textwrap.dedent(
         time.sleep(600)
     """
 )
-
-
-def process_gone(pid: int, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
-        except (FileNotFoundError, IndexError):
-            return True
-        if state in "ZX":
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.mark.parametrize("ending", ["sigkill", "sigterm", "sigint", "raise"])

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import init_hook_overlay
+from tests.helpers import init_hook_overlay, process_gone
 
 pytestmark = pytest.mark.qemu
 
@@ -81,3 +83,18 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     bad.write_text("[machine]\ncpus = 2\n")
     done = hil("run", str(bad))
     assert done.returncode == 2 and "machine.cpus" in done.stdout and "Traceback" not in done.stdout + done.stderr
+
+
+def test_keep_leaves_the_vm_for_console_and_stop(tmp_path: Path, reference_image) -> None:
+    done = hil("run", "boot", "--keep", "--report-dir", str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    pid = report(tmp_path)["kept"]["pid"]
+    try:
+        assert Path(f"/proc/{pid}").exists(), "the kept VM is not running"
+        assert str(tmp_path) in hil("console", "--list").stdout
+        stopped = hil("console", "--stop", str(tmp_path))
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert process_gone(pid)
+    finally:
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
