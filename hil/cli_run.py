@@ -39,6 +39,31 @@ class LiveObserver(RunObserver):
     def step(self, result: StepResult) -> None:
         style = "green" if result.status == "pass" else "red"
         self.terminal.print(f"  step  [{style}]{result.status:<4}[/] {result.name}  [dim]{result.reason}[/]")
+        if result.cases:
+            self.terminal.print(cases_table(result))
+
+
+KEY_METRICS = ("iops", "lat_p50_us", "lat_p99_us", "ooo")
+
+
+def cases_table(result: StepResult) -> Table:
+    """A probe's cases, one row each, with the metrics people compare across kernels."""
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    for column in ("  #", "case", "status", *KEY_METRICS, "reason"):
+        table.add_column(column, justify="right" if column in KEY_METRICS else "left")
+    for case in result.cases:
+        metrics = case.get("metrics", {})
+        values = [_metric(metrics.get(name)) for name in KEY_METRICS]
+        style = "green" if case["status"] in ("pass", "skip") else "red"
+        table.add_row(f"  {case['number']}", case["name"], f"[{style}]{case['status']}[/]", *values, case["reason"])
+    return table
+
+
+def _metric(metric: dict | None) -> str:
+    if not metric:
+        return ""
+    value = metric["value"]
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:g}"
 
 
 def run_command(args: argparse.Namespace, terminal: Terminal) -> int:

@@ -24,7 +24,6 @@ HOLDER = textwrap.dedent(
     from pathlib import Path
     from hil.qemu.machine import Machine
     from hil.qemu.spec import MachineSpec
-from tests.helpers import process_gone
     machine = Machine(MachineSpec(accel="tcg", memory_mb=64), Path(sys.argv[1]))
     with machine:
         machine.launch()

@@ -26,15 +26,21 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
 from hil.errors import InfraError
+from hil.guest.tools import NET_TOOL
 from hil.image import debs
 from hil.image.bzimage import extract_vmlinux
 from hil.image.cpio import NewcWriter
 from hil.image.elfdeps import GuestFile, runtime_files
 from hil.image.kmodules import StagedModules, stage_modules
+from hil.image.static_c import StaticProgram
 from hil.paths import cache_dir, private_dir
+from hil.uring_probe.build import LINUX_PROBE
+
+# Programs hil compiles from its own sources into every reference image.
+BUILT_PROGRAMS: tuple[StaticProgram, ...] = (NET_TOOL, LINUX_PROBE)
 
 # Bump whenever the way images are assembled changes, so that cached images built the old way are rebuilt.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 
 SPEC_NAME = "reference.toml"
 INIT_NAME = "reference-init.sh"
@@ -134,6 +140,7 @@ def cache_key(
     init_script: str,
     guest_files: Mapping[str, bytes] | None = None,
     programs: Sequence[str] = (),
+    built: Mapping[str, str] | None = None,
 ) -> str:
     """16 hex digits naming an image: changes with any package version, module, program or guest file."""
     inputs = {
@@ -143,6 +150,7 @@ def cache_key(
         "init": init_script,
         "files": {path: _sha256(data) for path, data in sorted((guest_files or {}).items())},
         "programs": list(programs),
+        "built": dict(sorted((built or {}).items())),
     }
     return _sha256(json.dumps(inputs, sort_keys=True).encode())[:16]
 
@@ -200,7 +208,8 @@ def plan_build(spec: ReferenceSpec, public_key: str) -> BuildPlan:
     files = guest_files(spec, public_key)
     init_script = data_text(INIT_NAME)
     contents = {path: content for path, (content, _) in files.items()}
-    key = cache_key(versions, spec.modules, init_script, contents, spec.programs)
+    built = {program.name: program.digest() for program in BUILT_PROGRAMS}
+    key = cache_key(versions, spec.modules, init_script, contents, spec.programs, built)
     return BuildPlan(spec, kernel_package, versions, files, init_script, key)
 
 
@@ -298,12 +307,19 @@ def _assemble(plan: BuildPlan, scratch: Path, output: Path, base: Path, console:
         modules = stage_modules(unpacked, list(plan.spec.modules), scratch / "modules")
     if modules.kernel_version != release:
         raise InfraError(f"kernel {release} ships modules for {modules.kernel_version}")
+    with _step(console, f"Compiling {', '.join(p.name for p in BUILT_PROGRAMS)} with gcc"):
+        built = {program.guest_path: program.build(scratch / "built") for program in BUILT_PROGRAMS}
     with _step(console, "Writing the initramfs"):
         runtime = runtime_files(unpacked, list(plan.spec.programs))
-        _write_initramfs(plan, runtime, modules, output / INITRAMFS_NAME)
+        _write_initramfs(plan, runtime, modules, built, output / INITRAMFS_NAME)
     shutil.copyfile(base / KEY_NAME, output / KEY_NAME)
     (output / f"{KEY_NAME}.pub").write_bytes(plan.guest_files["/root/.ssh/authorized_keys"][0])
     manifest = _manifest(plan, packages, modules, runtime, output, entry)
+    manifest["built_programs"] = {
+        program.name: {"guest_path": program.guest_path, "source_sha256": program.digest(),
+                       "sha256": debs.sha256_file(built[program.guest_path])}
+        for program in BUILT_PROGRAMS
+    }  # fmt: skip
     (output / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
     _make_read_only(output)
     return manifest
@@ -352,7 +368,9 @@ def _kernel_files(unpacked: Path, output: Path) -> tuple[str, int]:
     return images[0].name.removeprefix("vmlinuz-"), entry
 
 
-def _write_initramfs(plan: BuildPlan, runtime: dict[str, GuestFile], modules: StagedModules, destination: Path) -> None:
+def _write_initramfs(
+    plan: BuildPlan, runtime: dict[str, GuestFile], modules: StagedModules, built: dict[str, Path], destination: Path
+) -> None:
     archive = NewcWriter()
     _add_skeleton(archive)
     archive.add_file("/init", plan.init_script.encode(), 0o755)
@@ -365,6 +383,8 @@ def _write_initramfs(plan: BuildPlan, runtime: dict[str, GuestFile], modules: St
         else:
             assert item.source is not None
             archive.add_host_file(path, item.source, 0o755)
+    for guest_path, host_path in sorted(built.items()):
+        archive.add_host_file(guest_path, host_path, 0o755)
     _add_tree(archive, modules.root, "lib/modules")
     with destination.open("wb") as stream:
         archive.write_to(stream)
