@@ -90,6 +90,14 @@ def _add_image(commands: argparse._SubParsersAction) -> None:
     reference = kinds.add_parser("reference", help="assemble the Linux reference guest from Debian packages")
     reference.add_argument("--force", action="store_true", help="rebuild even when the cached one is current")
     reference.set_defaults(handler=_cmd_image_reference)
+    from hil.image.redox.assemble import add_assemble_arguments, add_ls_arguments
+
+    assemble = kinds.add_parser("assemble", help="assemble a bootable Redox disk image from pkgar packages")
+    add_assemble_arguments(assemble)
+    assemble.set_defaults(handler=_cmd_image_assemble)
+    listing = kinds.add_parser("ls", help="list the files of a RedoxFS image hil wrote")
+    add_ls_arguments(listing)
+    listing.set_defaults(handler=_cmd_image_ls)
 
 
 # --- handlers (imports inside keep `hil --help` fast) -----------------------------------------------------
@@ -131,6 +139,18 @@ def _cmd_image_reference(args: argparse.Namespace) -> int:
     from hil.image.reference import reference_command
 
     return reference_command(args.force, terminal)
+
+
+def _cmd_image_assemble(args: argparse.Namespace) -> int:
+    from hil.image.redox.assemble import assemble_command
+
+    return assemble_command(args, terminal)
+
+
+def _cmd_image_ls(args: argparse.Namespace) -> int:
+    from hil.image.redox.assemble import ls_command
+
+    return ls_command(args, terminal)
 
 
 def _positive_int(text: str) -> int:
