@@ -86,8 +86,7 @@ class Nvme(_DiskBacked):
         number = int(self.chassis) - 1
         if guest == "reference":
             return f"/dev/nvme{number}n1"
-        if guest.startswith("redox"):
-            return f"/scheme/disk.nvme{number}/1"
+        # On Redox, nvmed serves /scheme/disk.pci-<address>-nvme/<nsid>; the probe finds it itself.
         return None
 
     def guest_check(self, guest: str) -> GuestCheck | None:
@@ -99,7 +98,9 @@ class Nvme(_DiskBacked):
             )
         if guest.startswith("redox"):
             # nvmed logs through redox_log and serves its disks as a disk.* scheme.
-            return GuestCheck("nvmed driver and its disk scheme", command="ls /scheme", output_pattern=r"disk\.nvme")
+            return GuestCheck(
+                "nvmed driver and its disk scheme", command="ls /scheme", output_pattern=r"disk\.pci-\S+-nvme"
+            )
         return None
 
 
