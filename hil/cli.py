@@ -60,6 +60,9 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--append", default="", help="extra kernel command line for guests booted with -kernel")
     run.add_argument("--initrd-overlay", type=Path, action="append", default=[],
                      help="a cpio archive laid over the guest's initramfs (repeatable)")  # fmt: skip
+    run.add_argument("--packages", metavar="DIR|URL", help="Redox guests: assemble the disk from these pkgar packages")
+    run.add_argument("--kernel", type=Path, help="Redox guests: put this kernel into the assembled disk")
+    run.add_argument("--initfs", type=Path, help="Redox guests: put this initfs into the assembled disk")
     run.add_argument("--qemu", default="qemu-system-x86_64", help="the QEMU binary")
     run.set_defaults(handler=_cmd_run)
 

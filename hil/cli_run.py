@@ -80,6 +80,9 @@ def run_command(args: argparse.Namespace, terminal: Terminal) -> int:
         append=args.append,
         extra_initrd=tuple(args.initrd_overlay),
         qemu_binary=args.qemu,
+        packages=args.packages,
+        kernel=args.kernel,
+        initfs=args.initfs,
     )
     terminal.print(f"hil run [bold]{scenario.name}[/] on guest [bold]{options.guest or scenario.guest}[/]")
     with terminal.status("preparing") as status:

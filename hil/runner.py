@@ -42,6 +42,9 @@ class RunOptions:
     append: str = ""
     extra_initrd: tuple[Path, ...] = ()
     qemu_binary: str = "qemu-system-x86_64"
+    packages: str | None = None
+    kernel: Path | None = None
+    initfs: Path | None = None
 
 
 @dataclass
@@ -124,7 +127,8 @@ def _run(scenario: Scenario, options: RunOptions, guest: str, result: RunResult,
         result.details["hang"] = {"stage": hang.stage, "waited": round(hang.waited, 3), "budget": hang.budget,
                                   "last_lines": hang.last_lines}  # fmt: skip
     except CrashSeen as crash:
-        result.verdict, result.reason, result.timeline = Verdict.CRASH, str(crash), crash.timeline
+        result.verdict, result.reason = Verdict.CRASH, str(crash)
+        result.timeline = crash.timeline or result.timeline or session.timeline
         result.details["crash"] = {"stage": crash.stage, "line": crash.line, "pattern": crash.pattern,
                                    "last_lines": crash.last_lines}  # fmt: skip
     except ConsoleClosed as err:
@@ -145,6 +149,9 @@ def _guest_options(scenario: Scenario, options: RunOptions) -> GuestOptions:
         append=f"{scenario.append} {options.append}".strip(),
         extra_initrd=options.extra_initrd,
         qemu_binary=options.qemu_binary,
+        packages=options.packages,
+        kernel=options.kernel,
+        initfs=options.initfs,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hil.devices.base import Device
@@ -54,7 +54,7 @@ class GuestSession:
         on_mark: Callable[[StageMark], None] | None = None,
     ) -> None:
         self.profile = profile
-        self.options = options
+        self.options = replace(options, work_dir=private_dir(run_dir))
         self.factor = factor
         self.on_mark = on_mark
         self.devices = _with_network(list(devices))
@@ -63,10 +63,12 @@ class GuestSession:
         self.network.forward("tcp", SSH_GUEST_PORT)
         for planned in self.devices:  # overlays must exist before the argv names them
             planned.device.prepare(private_dir(run_dir))
-        spec = profile.machine_spec(options)
+        spec = profile.machine_spec(self.options)
         spec = spec.with_changes(devices=(*spec.devices, *self._device_args()))
         self.machine = Machine(spec, run_dir, keep=keep)
-        self.console = Console(self.machine.paths.serial_socket, run_dir / "console.txt", profile.shell)
+        self.console = Console(
+            self.machine.paths.serial_socket, run_dir / "console.txt", profile.shell, profile.crash_patterns
+        )
         self.timeline: Timeline | None = None
 
     def __enter__(self) -> GuestSession:
@@ -97,6 +99,7 @@ class GuestSession:
             crash_patterns=self.profile.crash_patterns,
             on_mark=self.on_mark,
         )
+        self.console.activity = "shell setup"
         self.profile.prepare_shell(self.console, SHELL_BUDGET * self.factor)
         return self.timeline
 

@@ -35,6 +35,7 @@ class StepResult:
 
 def run_step(session: GuestSession, step: Step) -> StepResult:
     started = time.monotonic()
+    session.console.activity = f"step '{step.name}'"
     try:
         result = STEP_RUNNERS[step.kind](session, step)
     except CommandTimeout as err:

@@ -59,5 +59,5 @@ def test_crash_pattern_ends_the_walk() -> None:
     text = "Linux version 6\nKernel panic - not syncing: boom\n"
     with pytest.raises(CrashSeen) as caught:
         walk_stages(ScriptedConsole(text), STAGES, time.monotonic(), crash_patterns=(r"Kernel panic",))
-    assert caught.value.stage == "init"
+    assert caught.value.stage == "stage 'init'"
     assert "boom" in caught.value.line

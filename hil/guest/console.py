@@ -6,6 +6,7 @@ transcript and what hil typed, and offers `run(cmd) -> CommandResult` on top of 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -20,8 +21,10 @@ import pexpect.fdpexpect
 from hil.errors import InfraError
 from hil.guest.ansi import AnsiStripper
 from hil.guest.shell import ShellDialect, parse_wrapped
+from hil.guest.stages import CrashSeen, line_of
 
 TAIL_LINES = 200
+CRASH_TAIL_SECONDS = 0.5
 
 
 class ConsoleClosed(InfraError):
@@ -68,9 +71,18 @@ class _StrippingSpawn(pexpect.fdpexpect.fdspawn):
 class Console:
     """A connection to the guest's serial port."""
 
-    def __init__(self, socket_path: Path, transcript: Path | None = None, shell: ShellDialect | None = None):
+    def __init__(
+        self,
+        socket_path: Path,
+        transcript: Path | None = None,
+        shell: ShellDialect | None = None,
+        crash_patterns: tuple[str, ...] = (),
+    ):
         self.socket_path = socket_path
         self.shell = shell or ShellDialect()
+        # Watched during every wait, so a crash ends any step at once instead of running into its timeout.
+        self.crash_patterns = tuple(re.compile(p, re.MULTILINE) for p in crash_patterns)
+        self.activity = "the console"
         self._transcript = open(transcript, "a", encoding="utf-8") if transcript else None  # noqa: SIM115
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._partial = ""
@@ -109,18 +121,29 @@ class Console:
     # --- matching ---------------------------------------------------------------------------------------
 
     def expect(self, patterns: list[str | re.Pattern[str]], timeout: float) -> tuple[int, re.Match[str]]:
-        """Wait for the first of `patterns`; raises TimeoutError or ConsoleClosed."""
+        """Wait for the first of `patterns`; raises TimeoutError, ConsoleClosed or CrashSeen."""
         spawn = self._require_spawn()
         compiled = [re.compile(p) if isinstance(p, str) else p for p in patterns]
+        crashes = [p for p in self.crash_patterns if p not in compiled]
         try:
-            index = spawn.expect_list([*compiled, pexpect.EOF, pexpect.TIMEOUT], timeout=max(timeout, 0))
+            index = spawn.expect_list([*compiled, *crashes, pexpect.EOF, pexpect.TIMEOUT], timeout=max(timeout, 0))
         except OSError as err:
             raise ConsoleClosed(f"serial console read failed: {err}") from err
-        if index == len(compiled):
+        if index < len(compiled):
+            return index, spawn.match
+        if index < len(compiled) + len(crashes):
+            line = line_of(spawn.match)
+            self.drain(CRASH_TAIL_SECONDS)  # the rest of the dump (backtrace, registers) belongs in the report
+            raise CrashSeen(crashes[index - len(compiled)].pattern, line, self.activity, self.recent_lines())
+        if index == len(compiled) + len(crashes):
             raise ConsoleClosed("the serial console closed (QEMU exited)")
-        if index == len(compiled) + 1:
-            raise TimeoutError(f"none of {[p.pattern for p in compiled]} within {timeout:.1f} s")
-        return index, spawn.match
+        raise TimeoutError(f"none of {[p.pattern for p in compiled]} within {timeout:.1f} s")
+
+    def drain(self, seconds: float) -> None:
+        """Read (and record) whatever arrives for `seconds`, matching nothing."""
+        spawn = self._require_spawn()
+        with contextlib.suppress(pexpect.TIMEOUT, pexpect.EOF, OSError):
+            spawn.expect_list([re.compile(r"(?!x)x")], timeout=seconds)
 
     def send(self, text: str) -> None:
         spawn = self._require_spawn()

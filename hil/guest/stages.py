@@ -68,13 +68,15 @@ class StageTimeout(Exception):
 class CrashSeen(Exception):
     """A crash pattern of the guest profile appeared on the console."""
 
-    def __init__(self, pattern: str, line: str, stage: str, last_lines: list[str], timeline: Timeline) -> None:
+    def __init__(
+        self, pattern: str, line: str, stage: str, last_lines: list[str], timeline: Timeline | None = None
+    ) -> None:
         self.pattern = pattern
         self.timeline = timeline
         self.line = line
         self.stage = stage
         self.last_lines = last_lines
-        super().__init__(f"crash while waiting for stage '{stage}': {line.strip()}")
+        super().__init__(f"crash during {stage}: {line.strip()}")
 
 
 class ExpectingConsole(Protocol):
@@ -110,7 +112,7 @@ def walk_stages(
         if index >= len(stages) - position:
             pattern = crash_res[index - (len(stages) - position)].pattern
             current.status = "stuck"
-            raise CrashSeen(pattern, _line_of(match), current.name, console.recent_lines(), timeline)
+            raise CrashSeen(pattern, line_of(match), f"stage '{current.name}'", console.recent_lines(), timeline)
         now = time.monotonic()
         for skipped in timeline.marks[position : position + index]:
             skipped.status = "missed"
@@ -118,7 +120,7 @@ def walk_stages(
                 on_mark(skipped)
         position += index
         reached = timeline.marks[position]
-        reached.status, reached.seconds, reached.line = "reached", round(now - started_at, 3), _line_of(match)
+        reached.status, reached.seconds, reached.line = "reached", round(now - started_at, 3), line_of(match)
         if on_mark:
             on_mark(reached)
         since = now
@@ -126,7 +128,7 @@ def walk_stages(
     return timeline
 
 
-def _line_of(match: re.Match[str]) -> str:
+def line_of(match: re.Match[str]) -> str:
     text = match.string
     start = text.rfind("\n", 0, match.start()) + 1
     end = text.find("\n", match.end())

@@ -2,10 +2,11 @@
 
 from hil.errors import UsageError
 from hil.guest.profiles.base import GuestOptions, GuestProfile, SshAccess
+from hil.guest.profiles.redox import RedoxKernelProfile, RedoxProfile
 from hil.guest.profiles.reference import ReferenceProfile
 
 _PROFILES: dict[str, type[GuestProfile]] = {
-    ReferenceProfile.name: ReferenceProfile,
+    profile.name: profile for profile in (ReferenceProfile, RedoxProfile, RedoxKernelProfile)
 }
 
 DEFAULT_GUEST = ReferenceProfile.name

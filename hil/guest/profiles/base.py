@@ -30,6 +30,12 @@ class GuestOptions:
     append: str = ""
     extra_initrd: tuple[Path, ...] = ()
     qemu_binary: str = "qemu-system-x86_64"
+    # Redox guests: a package folder or URL to assemble a disk from, and local boot files to put in it.
+    packages: str | None = None
+    kernel: Path | None = None
+    initfs: Path | None = None
+    # The run folder, for guests that prepare their image per run (set by the session).
+    work_dir: Path | None = None
 
 
 @dataclass(frozen=True)

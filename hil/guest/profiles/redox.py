@@ -1,0 +1,137 @@
+"""Redox guests: `redox` (full userspace to the ion shell) and `redox-kernel` (the kernel alone with an initfs).
+
+Stage patterns come from the Redox kernel's log lines (seen on real boots here), the initfs daemons'
+messages and getty's bold login prompt (from Redox sources; wording can change between versions). The
+BIOS bootloader waits for a resolution key whenever a VGA device exists, so every Redox machine runs with
+`-vga none`, as redoxer does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import ClassVar
+
+from hil.errors import UsageError
+from hil.guest.console import Console
+from hil.guest.profiles.base import GuestOptions, GuestProfile
+from hil.guest.shell import ShellDialect, WrappedCommand
+from hil.guest.stages import Stage
+from hil.qemu.spec import MachineSpec
+
+PACKAGES_ENV = "HIL_REDOX_PKGS"
+KERNEL_IMAGE_MIB = 64
+
+KERNEL_STAGES = (
+    Stage("kernel", r"kernel::log:INFO -- Logger initialized", 60, "the kernel's logger is up"),
+    Stage("start", r"Redox OS starting", 15, "the kernel starts"),
+    Stage("memory", r"startup::memory:INFO -- Memory: \d+ MB", 15, "memory map read"),
+    Stage("devices", r"Finished initializing devices", 30, "timers, interrupts, ACPI"),
+    Stage("env", r"kernel:INFO -- Env: ", 15, "the bootloader's environment (RedoxFS block, UUID)"),
+    Stage("userspace", r"Bootstrap entry point: [0-9a-f]+", 30, "the initfs bootstrap starts"),
+)
+
+# Redox kernel exception dumps end with this line (after the fault name, registers and backtrace);
+# matching it rather than the fault name keeps the whole dump in the crash report.
+REDOX_CRASH_PATTERNS = (
+    r"UNHANDLED EXCEPTION, CPU #\d+",
+    r"KERNEL PANIC",
+    r"^kernel::panic",
+)
+
+
+class IonShell(ShellDialect):
+    """ion: no eval, so markers are split by ion's own string concatenation of two quoted halves."""
+
+    name = "ion"
+
+    def wrap(self, command: str) -> WrappedCommand:
+        wrapped = super().wrap(command)
+        token = wrapped.pattern.pattern[2:14]
+        line = f"echo 'HB''{token}'; {command}; echo 'HE''{token}:'$?"
+        return WrappedCommand(line=line, pattern=re.compile(rf"HB{token}\n(.*?)\n?HE{token}:(\d+)\n", re.DOTALL))
+
+
+class RedoxKernelProfile(GuestProfile):
+    name = "redox-kernel"
+    description = "a real Redox kernel with an initfs hil provides; stages up to the userspace hand-off"
+    stages = KERNEL_STAGES
+    crash_patterns = REDOX_CRASH_PATTERNS
+
+    def machine_spec(self, options: GuestOptions) -> MachineSpec:
+        image = self._image(options)
+        return MachineSpec(
+            machine="q35",
+            cpu="max",
+            smp=options.smp or 4,
+            memory_mb=options.memory_mb or 2048,
+            accel=options.accel,
+            disk=image,
+            disk_format="raw",
+            # Guests that finish on their own leave through isa-debug-exit, like redoxer's daemon.
+            extra_args=("-no-reboot", "-device", "isa-debug-exit"),
+            qemu_binary=options.qemu_binary,
+        )
+
+    def probe_kernel(self, options: GuestOptions) -> Path | None:
+        return None  # KVM is tested with the reference guest's Linux kernel (Redox fails there too)
+
+    def prepare_shell(self, console: Console, timeout: float) -> None:
+        """Nothing to prepare: after the hand-off the initfs runs on its own, without a shell."""
+
+    def _image(self, options: GuestOptions) -> Path:
+        if options.image is not None:
+            if not options.image.is_file():
+                raise UsageError(f"--image {options.image}: no such disk image")
+            return options.image
+        packages = options.packages or os.environ.get(PACKAGES_ENV)
+        if not packages:
+            raise UsageError(
+                f"guest {self.name} needs a disk: give --image IMG, or --packages DIR|URL (or set {PACKAGES_ENV}) "
+                "with --kernel/--initfs to assemble one"
+            )
+        return _assemble_for_run(packages, options, KERNEL_IMAGE_MIB, self.default_initfs(options))
+
+    def default_initfs(self, options: GuestOptions) -> Path | None:
+        return options.initfs
+
+
+class RedoxProfile(RedoxKernelProfile):
+    name = "redox"
+    description = "a full Redox image: kernel, initfs daemons and drivers, root RedoxFS, login, ion shell"
+    stages = (
+        *KERNEL_STAGES,
+        Stage("pci", r"PCI SG-BS:DV\.F", 60, "pcid enumerates PCI"),
+        Stage("drivers", r"pcid-spawner: spawn", 60, "pcid-spawner starts the drivers"),
+        Stage("login", r"redox login: ", 120, "getty's login prompt on the serial console"),
+    )
+    shell = IonShell()
+    probe_binaries: ClassVar[dict[str, str]] = {"uring": "hil-uring-probe"}
+
+    def machine_spec(self, options: GuestOptions) -> MachineSpec:
+        spec = super().machine_spec(options)
+        # The Redox build system's machine: xHCI from NEC as its mk/qemu.mk uses.
+        return spec.with_changes(devices=(*spec.devices, ("-device", "nec-usb-xhci,id=hil-xhci")))
+
+    def prepare_shell(self, console: Console, timeout: float) -> None:
+        console.sendline("root")
+        console.expect([re.compile(r"password: ")], timeout)
+        console.sendline("password")
+        console.resync(timeout)
+
+    def default_initfs(self, options: GuestOptions) -> Path | None:
+        return options.initfs  # the packages' base-initfs unless the user gives one
+
+
+def _assemble_for_run(packages: str, options: GuestOptions, size_mib: int, initfs: Path | None) -> Path:
+    """Assemble a disk from packages into the run folder (well under a second): the run's base image."""
+    from hil.image.redox.assemble import assemble
+
+    if options.work_dir is None:
+        raise UsageError("assembling a Redox image needs a run folder")
+    out = options.work_dir / "redox-assembled.img"
+    if not out.exists():
+        assemble(packages=packages, out=out, size=size_mib << 20, kernel=options.kernel, initfs=initfs)
+        out.chmod(0o444)
+    return out
