@@ -57,6 +57,8 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--timeout-factor", type=_positive_float, help="multiply every stage and step budget")
     run.add_argument("--report-dir", type=Path, help="where artifacts and report.json go (default: a new folder)")
     run.add_argument("--keep", action="store_true", help="leave the VM running afterwards (see `hil console`)")
+    run.add_argument("--snapshot", action=argparse.BooleanOptionalAction, default=None,
+                     help="start from a snapshot of the booted guest (default: as the scenario says)")  # fmt: skip
     run.add_argument("--append", default="", help="extra kernel command line for guests booted with -kernel")
     run.add_argument("--initrd-overlay", type=Path, action="append", default=[],
                      help="a cpio archive laid over the guest's initramfs (repeatable)")  # fmt: skip

@@ -83,6 +83,7 @@ def run_command(args: argparse.Namespace, terminal: Terminal) -> int:
         packages=args.packages,
         kernel=args.kernel,
         initfs=args.initfs,
+        snapshot=args.snapshot,
     )
     terminal.print(f"hil run [bold]{scenario.name}[/] on guest [bold]{options.guest or scenario.guest}[/]")
     with terminal.status("preparing") as status:
@@ -98,6 +99,9 @@ def print_result(terminal: Terminal, result: RunResult) -> None:
     terminal.print(f"verdict: [{style}]{result.verdict}[/]  {result.reason}", soft_wrap=True)
     for line in result.details.get("hang", result.details.get("crash", {})).get("last_lines", [])[-15:]:
         terminal.print(f"  [dim]| {line}[/]", markup=True, highlight=False)
+    snapshot = result.details.get("snapshot")
+    if snapshot:
+        terminal.print(f"snapshot {snapshot['key']}: {_snapshot_words(snapshot)}")
     if result.kept:
         kept = result.kept
         terminal.print(f"VM kept running (pid {kept['pid']}). Attach: [bold]hil console {result.run_dir}[/]")
@@ -105,6 +109,14 @@ def print_result(terminal: Terminal, result: RunResult) -> None:
         if kept.get("ssh_port"):
             terminal.print(f"  SSH: port {kept['ssh_port']} on 127.0.0.1 (user root, key from `hil image reference`)")
     terminal.print(f"report: {result.run_dir / 'report.json'}  ({result.duration:.1f} s)")
+
+
+def _snapshot_words(info: dict) -> str:
+    if info.get("restored"):
+        return f"restored in {info['restore_seconds']:.2f} s"
+    if "unsupported" in info:
+        return f"not possible, booted cold ({info['unsupported']})"
+    return f"booted cold and saved in {info['saved_seconds']:.2f} s"
 
 
 def timeline_table(result: RunResult) -> Table:

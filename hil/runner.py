@@ -22,7 +22,7 @@ from hil.paths import new_run_dir, private_dir
 from hil.qemu.accel import AccelChoice, choose_accel
 from hil.report import write_report
 from hil.scenario import Scenario, Step
-from hil.session import GuestSession, PlannedDevice
+from hil.session import DeviceNotSeen, GuestSession, PlannedDevice
 from hil.steps import StepResult, run_step
 from hil.verdict import Verdict
 
@@ -45,6 +45,7 @@ class RunOptions:
     packages: str | None = None
     kernel: Path | None = None
     initfs: Path | None = None
+    snapshot: bool | None = None  # None: as the scenario says
 
 
 @dataclass
@@ -115,8 +116,9 @@ def _run(scenario: Scenario, options: RunOptions, guest: str, result: RunResult,
     guest_options = replace(guest_options, accel=result.accel.name)
     factor = options.timeout_factor or scenario.timeout_factor or DEFAULT_FACTOR[result.accel.name]
     devices = [PlannedDevice(entry.device, entry.at_boot) for entry in scenario.devices]
+    snapshot = scenario.snapshot if options.snapshot is None else options.snapshot
     session = GuestSession(profile, guest_options, result.run_dir, devices=devices, factor=factor,
-                           keep=options.keep, on_mark=observer.stage)  # fmt: skip
+                           keep=options.keep, snapshot=snapshot, on_mark=observer.stage)  # fmt: skip
     result.details["ssh_port"] = session.ssh_port
     try:
         observer.phase("booting")
@@ -131,11 +133,15 @@ def _run(scenario: Scenario, options: RunOptions, guest: str, result: RunResult,
         result.timeline = crash.timeline or result.timeline or session.timeline
         result.details["crash"] = {"stage": crash.stage, "line": crash.line, "pattern": crash.pattern,
                                    "last_lines": crash.last_lines}  # fmt: skip
+    except DeviceNotSeen as err:
+        result.verdict, result.reason = Verdict.FAIL, str(err)
     except ConsoleClosed as err:
         _guest_gone(session, profile, result, str(err))
     except TimeoutError as err:  # the shell never answered after the last stage
         result.verdict, result.reason = Verdict.HANG, f"no shell after boot: {err}"
     finally:
+        if session.snapshot_info:
+            result.details["snapshot"] = session.snapshot_info
         session.close()
         if options.keep:
             result.kept = _kept_info(session)

@@ -85,6 +85,7 @@ class Scenario:
     smp: int | None = None
     memory_mb: int | None = None
     append: str = ""
+    snapshot: bool = False
     timeout_factor: float | None = None
     tags: tuple[str, ...] = ()
     devices: tuple[DeviceEntry, ...] = ()
@@ -126,7 +127,7 @@ def parse_scenario(path: Path) -> Scenario:
         raise UsageError(f"{path}: not valid TOML: {err}") from None
     _only_keys(path, "", data, {"name", "description", "guest", "tags", "machine", "budgets", "devices", "steps"})
     machine = _table(path, data, "machine")
-    _only_keys(path, "machine.", machine, {"smp", "memory", "append"})
+    _only_keys(path, "machine.", machine, {"smp", "memory", "append", "snapshot"})
     budgets = _table(path, data, "budgets")
     _only_keys(path, "budgets.", budgets, {"timeout_factor"})
     devices = _parse_devices(path, _array(path, data, "devices"))
@@ -140,6 +141,7 @@ def parse_scenario(path: Path) -> Scenario:
         smp=_positive(path, machine, "machine.", "smp"),
         memory_mb=_positive(path, machine, "machine.", "memory"),
         append=_typed(path, machine, "append", str, "", prefix="machine."),
+        snapshot=_flag(path, machine, "snapshot", prefix="machine."),
         timeout_factor=_typed(path, budgets, "timeout_factor", NUMBER, None, prefix="budgets."),
         tags=tuple(_typed(path, data, "tags", list, [])),
         devices=devices,
@@ -254,6 +256,13 @@ def _typed(path: Path, table: dict[str, Any], key: str, kind: Any, default: Any,
     if isinstance(value, bool) or not isinstance(value, kind):
         names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
         raise ScenarioError(path, f"{prefix}{key}", f"is {type(value).__name__} {value!r}", f"give a {names}")
+    return value
+
+
+def _flag(path: Path, table: dict[str, Any], key: str, prefix: str = "") -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise ScenarioError(path, f"{prefix}{key}", f"is {value!r}", "write true or false")
     return value
 
 

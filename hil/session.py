@@ -20,6 +20,14 @@ from hil.guest.profiles import GuestOptions, GuestProfile
 from hil.guest.stages import StageMark, Timeline, walk_stages
 from hil.paths import private_dir
 from hil.qemu.machine import Machine
+from hil.qemu.snapshot import (
+    Snapshot,
+    SnapshotUnsupported,
+    find_snapshot,
+    save_snapshot,
+    snapshot_key,
+    snapshot_lock,
+)
 
 SHELL_BUDGET = 30.0
 SSH_GUEST_PORT = 22
@@ -51,9 +59,12 @@ class GuestSession:
         devices: Sequence[PlannedDevice] = (),
         factor: float = 1.0,
         keep: bool = False,
+        snapshot: bool = False,
         on_mark: Callable[[StageMark], None] | None = None,
     ) -> None:
         self.profile = profile
+        self.use_snapshot = snapshot
+        self.snapshot_info: dict[str, object] = {}
         self.options = replace(options, work_dir=private_dir(run_dir))
         self.factor = factor
         self.on_mark = on_mark
@@ -66,6 +77,7 @@ class GuestSession:
         spec = profile.machine_spec(self.options)
         spec = spec.with_changes(devices=(*spec.devices, *self._device_args()))
         self.machine = Machine(spec, run_dir, keep=keep)
+        self.snapshot_key = snapshot_key(spec, self.run_dir, profile.name) if snapshot else None
         self.console = Console(
             self.machine.paths.serial_socket, run_dir / "console.txt", profile.shell, profile.crash_patterns
         )
@@ -86,6 +98,20 @@ class GuestSession:
         return self.network.host_port(SSH_GUEST_PORT)
 
     def start(self) -> Timeline:
+        """Boot to a shell: restored from a snapshot when asked for and one exists, else cold."""
+        if self.snapshot_key is None:
+            return self._cold_boot()
+        with snapshot_lock(self.snapshot_key):
+            snapshot = find_snapshot(self.snapshot_key)
+            if snapshot is not None:
+                self.timeline = self._restore(snapshot)
+            else:
+                self.timeline = self._cold_boot()
+                self._save()
+        self._plug_deferred()
+        return self.timeline
+
+    def _cold_boot(self) -> Timeline:
         """Launch paused, attach the console, resume, walk the boot stages, prepare the shell."""
         self.machine.launch()
         self.console.connect()
@@ -102,6 +128,41 @@ class GuestSession:
         self.console.activity = "shell setup"
         self.profile.prepare_shell(self.console, SHELL_BUDGET * self.factor)
         return self.timeline
+
+    def _restore(self, snapshot: Snapshot) -> Timeline:
+        started = time.monotonic()
+        self.machine.restore_from = snapshot
+        self.machine.launch()
+        self.console.connect()
+        self.machine.resume()
+        self.console.activity = "snapshot restore"
+        self.profile.after_restore(self.console, SHELL_BUDGET * self.factor)
+        seconds = round(time.monotonic() - started, 3)
+        self.snapshot_info = {"key": snapshot.key, "restored": True, "restore_seconds": seconds}
+        return _restored_timeline(snapshot, started)
+
+    def _save(self) -> None:
+        assert self.snapshot_key is not None and self.timeline is not None
+        meta = {"profile": self.profile.name, "stages": self.timeline.as_list()}
+        try:
+            saved = save_snapshot(self.machine.qmp, self.snapshot_key, self.machine.paths.disk_overlay, meta)
+        except SnapshotUnsupported as err:
+            self.snapshot_info = {"key": self.snapshot_key, "restored": False, "unsupported": str(err)}
+        else:
+            self.snapshot_info = {"key": saved.key, "restored": False, "saved_seconds": saved.meta["save_seconds"]}
+        self.machine.qmp.execute("cont")
+
+    def _plug_deferred(self) -> None:
+        """Devices a snapshot cannot hold (NVMe) join now, and the guest must see them before tests start."""
+        for planned in self.devices:
+            if planned.at_boot and not planned.device.migratable:
+                planned.device.hotplug(self.machine.qmp)
+                seen = self.check_device(planned.device.id)
+                if not seen.ok:
+                    raise DeviceNotSeen(
+                        f"the guest does not show {planned.device.describe()} hot-added after the snapshot "
+                        f"({seen.description})"
+                    )
 
     def run(self, command: str, timeout: float = 30.0) -> CommandResult:
         return self.console.run(command, timeout * self.factor)
@@ -150,8 +211,22 @@ class GuestSession:
 
     def _device_args(self) -> list[tuple[str, ...]]:
         groups = [p.device.slot_args() for p in self.devices]
-        groups += [p.device.qemu_args() for p in self.devices if p.at_boot]
+        groups += [p.device.qemu_args() for p in self.devices if p.at_boot and not self._deferred(p)]
         return [g for g in groups if g]
+
+    def _deferred(self, planned: PlannedDevice) -> bool:
+        """With snapshots, non-migratable devices wait outside the saved machine and are hot-added."""
+        return self.use_snapshot and not planned.device.migratable
+
+
+class DeviceNotSeen(Exception):
+    """A device hot-added after a snapshot never showed in the guest: the guest's failure, not the host's."""
+
+
+def _restored_timeline(snapshot: Snapshot, started: float) -> Timeline:
+    """The stages of the boot the snapshot was taken from, marked as restored."""
+    marks = [StageMark(**{**mark, "status": "restored"}) for mark in snapshot.meta.get("stages", [])]
+    return Timeline(started, marks)
 
 
 def _with_network(devices: list[PlannedDevice]) -> list[PlannedDevice]:

@@ -50,9 +50,12 @@ def test_e1000_net_moves_payloads_both_ways(tmp_path: Path, reference_image) -> 
 
 
 def test_a_device_the_guest_never_sees_fails_naming_it(tmp_path: Path, reference_image) -> None:
-    report = run("nvme-uring", tmp_path, append="module_blacklist=nvme", timeout_factor=0.5)
+    report = run("nvme-uring", tmp_path / "cold", append="module_blacklist=nvme", timeout_factor=0.5, snapshot=False)
     assert report["verdict"] == "fail"
     assert "nvme nvme0" in report["reason"] and "namespace visible" in report["reason"]
+    report = run("nvme-uring", tmp_path / "restored", append="module_blacklist=nvme", timeout_factor=0.5)
+    assert report["verdict"] == "fail"
+    assert "nvme nvme0" in report["reason"] and "hot-added after the snapshot" in report["reason"]
 
 
 def test_a_failing_probe_case_shows_as_that_case(tmp_path: Path, reference_image) -> None:

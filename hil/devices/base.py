@@ -38,6 +38,8 @@ class Device(ABC):
 
     kind: str = ""
     hotpluggable: bool = False
+    # QEMU can save this device's state; snapshots leave out the others and hot-add them after a restore.
+    migratable: bool = True
 
     def __init__(self, id: str) -> None:
         self.id = id

@@ -50,6 +50,7 @@ class Nvme(_DiskBacked):
 
     kind = "nvme"
     hotpluggable = True
+    migratable = False  # QEMU: "State blocked by non-migratable device"
 
     def __init__(self, id: str, size_mib: int = 64, seed: int = 0, chassis: int = 1) -> None:
         super().__init__(id, size_mib, seed)

@@ -19,6 +19,7 @@ from hil.kept import register_kept
 from hil.paths import new_socket_dir, private_dir
 from hil.qemu.process import QemuProcess
 from hil.qemu.qmp import QmpSession
+from hil.qemu.snapshot import Snapshot, wait_incoming
 from hil.qemu.spec import MachineSpec, RunPaths
 
 STOP_GRACE_SECONDS = 5.0
@@ -29,6 +30,7 @@ class Machine:
 
     def __init__(self, spec: MachineSpec, run_dir: Path, *, keep: bool = False) -> None:
         self.spec = spec
+        self.restore_from: Snapshot | None = None
         self.run_dir = private_dir(run_dir)
         self.socket_dir = new_socket_dir()
         self.paths = RunPaths(
@@ -59,6 +61,8 @@ class Machine:
         """Start QEMU paused and connect QMP; call `resume()` once the console is attached."""
         self._prepare_files()
         self.argv = self.spec.argv(self.paths)
+        if self.restore_from is not None:
+            self.argv += self.restore_from.incoming_args()
         (self.run_dir / "argv.json").write_text(json.dumps(self.argv, indent=1) + "\n")
         (self.run_dir / "argv.txt").write_text(shlex.join(self.argv) + "\n")
         self.process = QemuProcess(self.argv, self.run_dir / "qemu.stderr", tied_to_hil=not self.keep_running)
@@ -74,6 +78,8 @@ class Machine:
             raise
 
     def resume(self) -> None:
+        if self.restore_from is not None:
+            wait_incoming(self.qmp)
         self.qmp.execute("cont")
 
     def _initrd_path(self) -> Path | None:
@@ -93,7 +99,11 @@ class Machine:
                     with open(part, "rb") as source:
                         shutil.copyfileobj(source, joined)
         if self.spec.disk and self.paths.disk_overlay:
-            create_overlay(self.spec.disk, self.spec.disk_format, self.paths.disk_overlay)
+            frozen = self.restore_from.disk if self.restore_from else None
+            if frozen is not None:  # the disk as it was when the snapshot was saved
+                create_overlay(frozen, "qcow2", self.paths.disk_overlay)
+            else:
+                create_overlay(self.spec.disk, self.spec.disk_format, self.paths.disk_overlay)
 
     # --- stop -------------------------------------------------------------------------------------------
 

@@ -65,6 +65,10 @@ class GuestProfile(ABC):
         """After the last stage: make the console a shell ready for `run` (login, terminal settings)."""
         console.resync(timeout)
 
+    def after_restore(self, console: Console, timeout: float) -> None:
+        """After a snapshot restore: a shell in a known state (and, where the guest allows, the right time)."""
+        console.resync(timeout)
+
     def probe_command(self, probe: str, device: Device | None, args: str) -> str:
         """The command line that runs guest probe `probe` on `device` (same flags on every guest)."""
         command = f"{self.probe_binaries[probe]}"

@@ -80,6 +80,9 @@ class RedoxKernelProfile(GuestProfile):
     def prepare_shell(self, console: Console, timeout: float) -> None:
         """Nothing to prepare: after the hand-off the initfs runs on its own, without a shell."""
 
+    def after_restore(self, console: Console, timeout: float) -> None:
+        """No shell to resynchronise."""
+
     def _image(self, options: GuestOptions) -> Path:
         if options.image is not None:
             if not options.image.is_file():
@@ -122,6 +125,9 @@ class RedoxProfile(RedoxKernelProfile):
 
     def default_initfs(self, options: GuestOptions) -> Path | None:
         return options.initfs  # the packages' base-initfs unless the user gives one
+
+    def after_restore(self, console: Console, timeout: float) -> None:
+        console.resync(timeout)
 
 
 def _assemble_for_run(packages: str, options: GuestOptions, size_mib: int, initfs: Path | None) -> Path:

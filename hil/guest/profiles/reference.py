@@ -6,6 +6,7 @@ kernel up, userspace started, drivers loaded, network, services, ready, shell.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -64,6 +65,11 @@ class ReferenceProfile(GuestProfile):
     def prepare_shell(self, console: Console, timeout: float) -> None:
         console.resync(timeout)
         console.run("stty cols 4096 -echoctl 2>/dev/null; unset HISTFILE", timeout)
+
+    def after_restore(self, console: Console, timeout: float) -> None:
+        console.resync(timeout)
+        # The guest clock stopped while the state sat in the cache; put it back to the host's time.
+        console.run(f"date -s @{int(time.time())} >/dev/null", timeout)
 
     def ssh_access(self, options: GuestOptions) -> SshAccess | None:
         image = self._image(options)
