@@ -100,6 +100,15 @@ def _add_image(commands: argparse._SubParsersAction) -> None:
     assemble = kinds.add_parser("assemble", help="assemble a bootable Redox disk image from pkgar packages")
     add_assemble_arguments(assemble)
     assemble.set_defaults(handler=_cmd_image_assemble)
+    from hil.image.build import add_build_arguments
+    from hil.image.fetch import add_fetch_arguments
+
+    fetch = kinds.add_parser("fetch", help="download an official Redox image (release or daily), verified and cached")
+    add_fetch_arguments(fetch)
+    fetch.set_defaults(handler=_cmd_image_fetch)
+    build = kinds.add_parser("build", help="build a Redox image with hil's recipes in a Redox build system checkout")
+    add_build_arguments(build)
+    build.set_defaults(handler=_cmd_image_build)
     listing = kinds.add_parser("ls", help="list the files of a RedoxFS image hil wrote")
     add_ls_arguments(listing)
     listing.set_defaults(handler=_cmd_image_ls)
@@ -150,6 +159,18 @@ def _cmd_image_assemble(args: argparse.Namespace) -> int:
     from hil.image.redox.assemble import assemble_command
 
     return assemble_command(args, terminal)
+
+
+def _cmd_image_fetch(args: argparse.Namespace) -> int:
+    from hil.image.fetch import fetch_command
+
+    return fetch_command(args, terminal)
+
+
+def _cmd_image_build(args: argparse.Namespace) -> int:
+    from hil.image.build import build_command
+
+    return build_command(args, terminal)
 
 
 def _cmd_image_ls(args: argparse.Namespace) -> int:

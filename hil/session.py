@@ -31,7 +31,7 @@ from hil.qemu.snapshot import (
 
 SHELL_BUDGET = 30.0
 SSH_GUEST_PORT = 22
-CHECK_INTERVAL = 0.5
+CHECK_INTERVAL = 0.1  # hot-added devices show up within a second; poll often
 
 
 @dataclass(frozen=True)
