@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -173,6 +174,7 @@ def _file_digest(path: Path) -> str:
     return _digest_cache[cache_key]
 
 
+@functools.cache
 def _qemu_version(binary: str) -> str:
     try:
         return subprocess.run([binary, "--version"], capture_output=True, text=True, check=False).stdout.strip()

@@ -67,8 +67,9 @@ class ReferenceProfile(GuestProfile):
         console.run("stty cols 4096 -echoctl 2>/dev/null; unset HISTFILE", timeout)
 
     def after_restore(self, console: Console, timeout: float) -> None:
-        console.resync(timeout)
-        # The guest clock stopped while the state sat in the cache; put it back to the host's time.
+        # The shell was idle at the save; Ctrl-U clears any stray input, and the marker-delimited command
+        # is the resync. The guest clock stopped while the state sat in the cache: set the host's time.
+        console.send("\x15")
         console.run(f"date -s @{int(time.time())} >/dev/null", timeout)
 
     def ssh_access(self, options: GuestOptions) -> SshAccess | None:
