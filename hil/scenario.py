@@ -45,6 +45,11 @@ STEP_KINDS: dict[str, dict[str, Param]] = {
         "expect_cases": Param(list, help="case names that must pass (default: every case)"),
         "allow_fail": Param(list, [], help="case names allowed to fail"),
     },
+    "console_probe": {
+        "console_probe": Param(str, required=True, help="the probe whose output the guest prints by itself"),
+        "expect_cases": Param(list, help="case names that must pass (default: every case)"),
+        "allow_fail": Param(list, [], help="case names allowed to fail"),
+    },
     "host": {
         "host": Param(str, required=True, help='"send" (host -> guest port) or "receive" (guest -> host)'),
         "proto": Param(str, "tcp", help='"tcp" or "udp"'),

@@ -96,15 +96,62 @@ def _probe(session: GuestSession, step: Step) -> StepResult:
     device = session.device(step["device"]) if step["device"] else None
     command = session.profile.probe_command(step["probe"], device, step["args"])
     done = session.run(command, step.timeout)
-    report = parse_text(done.output)
+    result = _probe_result(step, parse_text(done.output), done.output)
+    result.exit_status = done.status
+    result.details["command"] = command
+    return result
+
+
+def _console_probe(session: GuestSession, step: Step) -> StepResult:
+    """Parse a probe that prints on its own (an initfs probe), line by line as the console streams.
+
+    The budget counts from the last protocol line, so a long run that keeps reporting is not a hang.
+    """
+    from hil.uring_probe.ktap import ProbeParser
+
+    parser, lines = ProbeParser(), []
+    budget = step.timeout * session.factor
+    while not parser.complete:
+        try:
+            _, match = session.console.expect([_LINE], budget)
+        except TimeoutError:
+            return _probe_result(step, parser.finish(), "\n".join(lines), hang=f"no probe output for {budget:.0f} s")
+        line = match.group(1)
+        parser.feed(line)
+        if line.startswith(("KTAP", "ok ", "not ok ", "#", "1..")):
+            lines.append(line)
+    _read_trailing_comments(session, parser, lines)
+    return _probe_result(step, parser.finish(), "\n".join(lines))
+
+
+def _read_trailing_comments(session: GuestSession, parser: Any, lines: list[str]) -> None:
+    """The last case's metric and diagnostic lines follow its result line: take those that come at once."""
+    while True:
+        try:
+            _, match = session.console.expect([_LINE], TRAILING_LINES_WAIT)
+        except TimeoutError:
+            return
+        if not match.group(1).startswith("#"):
+            return
+        parser.feed(match.group(1))
+        lines.append(match.group(1))
+
+
+_LINE = re.compile(r"([^\n]*)\n")
+TRAILING_LINES_WAIT = 0.3
+
+
+def _probe_result(step: Step, report: Any, output: str, hang: str = "") -> StepResult:
     cases = [case.as_dict() for case in report.cases]
-    result = StepResult(step.name, step.kind, "pass", exit_status=done.status, output=done.output[-8000:], cases=cases)
-    result.details = {"command": command, "plan": report.plan, "parse_errors": report.errors}
+    result = StepResult(step.name, step.kind, "pass", output=output[-8000:], cases=cases)
+    result.details = {"plan": report.plan, "parse_errors": report.errors}
     failed = _failed_cases(report, step)
-    if report.errors or failed or not report.cases:
+    if hang:
+        result.status, result.reason = "hang", f"{hang}; {len(report.cases)} of {report.plan or '?'} cases reported"
+    elif report.errors or failed or not report.cases:
         result.status = "fail"
-        result.reason = "; ".join([*(f"case {c.name}: {c.reason or c.status}" for c in failed), *report.errors])
-        result.reason = result.reason or "the probe reported no cases"
+        reasons = [*(f"case {c.name}: {c.reason or c.status}" for c in failed), *report.errors]
+        result.reason = "; ".join(reasons) or "the probe reported no cases"
     return result
 
 
@@ -241,5 +288,6 @@ STEP_RUNNERS: dict[str, Callable[[GuestSession, Step], StepResult]] = {
     "unplug": _unplug,
     "check_device": _check_device,
     "probe": _probe,
+    "console_probe": _console_probe,
     "host": _host,
 }

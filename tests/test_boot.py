@@ -133,3 +133,18 @@ def test_base_kernel_and_initramfs_are_untouched(session: GuestSession, base_dig
     session.run("echo scribble > /tmp/x && sync")
     for path, digest in base_digests.items():
         assert sha256_of(Path(path)) == digest
+
+
+def test_a_probe_printing_by_itself_is_parsed_as_it_streams(session: GuestSession) -> None:
+    from hil.scenario import Step
+    from hil.steps import run_step
+
+    script = r"sleep 0.5; printf 'KTAP version 1\n1..2\n# heartbeat spin 1\nok 1 spin\n'; sleep 1; "
+    script += r"printf 'not ok 2 wait # futex timed out\n# metric wait.lat_us=12.5 us\n'"
+    session.run(f"( {script} ) > /dev/console &")
+    params = {"console_probe": "initfs", "expect_cases": None, "allow_fail": []}
+    result = run_step(session, Step("stream", "console_probe", params, timeout=10))
+    assert result.status == "fail" and "case wait: futex timed out" in result.reason
+    assert [(c["name"], c["status"]) for c in result.cases] == [("spin", "pass"), ("wait", "fail")]
+    assert result.cases[1]["metrics"]["lat_us"]["value"] == 12.5
+    assert session.run("echo still here").output == "still here\n"

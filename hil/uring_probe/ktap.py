@@ -163,6 +163,12 @@ class ProbeParser:
         except Exception as exc:  # a parser bug must not take the run down; report it with the input instead
             self._error(f"internal parser error on {line!r}: {exc!r}")
 
+    @property
+    def complete(self) -> bool:
+        """The run is over: every planned case reported, or the probe aborted (for streaming readers)."""
+        plan = self._report.plan
+        return self._ended or (plan is not None and self._last_number >= plan)
+
     def finish(self) -> ProbeReport:
         """The report for everything fed so far, with missing cases filled in. Never raises."""
         try:
