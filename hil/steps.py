@@ -111,15 +111,18 @@ def _console_probe(session: GuestSession, step: Step) -> StepResult:
 
     parser, lines = ProbeParser(), []
     budget = step.timeout * session.factor
+    last_progress = time.monotonic()
     while not parser.complete:
         try:
-            _, match = session.console.expect([_LINE], budget)
+            remaining = last_progress + budget - time.monotonic()
+            _, match = session.console.expect([_LINE], max(remaining, 0.0))
         except TimeoutError:
             return _probe_result(step, parser.finish(), "\n".join(lines), hang=f"no probe output for {budget:.0f} s")
         line = match.group(1)
         parser.feed(line)
-        if line.startswith(("KTAP", "ok ", "not ok ", "#", "1..")):
+        if line.startswith(("KTAP", "ok ", "not ok ", "#", "1..")):  # other console noise is not progress
             lines.append(line)
+            last_progress = time.monotonic()
     _read_trailing_comments(session, parser, lines)
     return _probe_result(step, parser.finish(), "\n".join(lines))
 
