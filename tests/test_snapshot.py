@@ -68,3 +68,19 @@ def test_restore_gives_the_cold_boots_guest_with_nvme_hot_added(tmp_path: Path, 
         assert abs(int(restored.run("date +%s").output) - int(cold.run_dir.stat().st_mtime)) < 3600
     for path, digest in digests.items():
         assert sha256_of(path) == digest
+
+
+def test_pruning_drops_the_least_recently_used_beyond_the_limit(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    from hil.qemu import snapshot
+
+    monkeypatch.setenv("HIL_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv(snapshot.CACHE_LIMIT_ENV, "2")
+    for age, key in enumerate(["newest", "middle", "oldest"]):
+        folder = snapshot.snapshot_root() / key
+        folder.mkdir(parents=True)
+        (folder / snapshot.STATE_NAME).write_bytes(bytes(1 << 20))
+        os.utime(folder, (1000 - age, 1000 - age))
+    assert snapshot.prune_snapshots() == ["oldest"]
+    assert sorted(p.name for p in snapshot.snapshot_root().iterdir()) == ["middle", "newest"]

@@ -38,6 +38,8 @@ STATE_NAME = "vmstate"
 DISK_NAME = "disk.qcow2"
 META_NAME = "snapshot.json"
 SAVE_TIMEOUT = 120.0
+CACHE_LIMIT_ENV = "HIL_SNAPSHOT_CACHE_MB"
+DEFAULT_CACHE_LIMIT_MB = 8192
 _PLACEHOLDER_PATHS = RunPaths(Path("QMP"), Path("SERIAL"), Path("LOG"), Path("DISK"), Path("INITRD"))
 _digest_cache: dict[tuple[str, int, int], str] = {}
 
@@ -91,7 +93,24 @@ def find_snapshot(key: str) -> Snapshot | None:
         meta = json.loads((folder / META_NAME).read_text())
     except (OSError, ValueError):
         return None
-    return Snapshot(key, folder, meta) if (folder / STATE_NAME).is_file() else None
+    if not (folder / STATE_NAME).is_file():
+        return None
+    os.utime(folder)  # the folder's mtime marks its last use, for pruning
+    return Snapshot(key, folder, meta)
+
+
+def prune_snapshots(keep: str | None = None) -> list[str]:
+    """Delete the least recently used snapshots beyond the cache limit; returns the keys removed."""
+    limit = int(os.environ.get(CACHE_LIMIT_ENV, DEFAULT_CACHE_LIMIT_MB)) << 20
+    folders = sorted((p for p in snapshot_root().iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: p.stat().st_mtime, reverse=True)  # fmt: skip
+    removed, total = [], 0
+    for folder in folders:
+        total += sum(f.stat().st_size for f in folder.iterdir())
+        if total > limit and folder.name != keep:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
 
 
 @contextlib.contextmanager
@@ -126,6 +145,7 @@ def save_snapshot(qmp: QmpSession, key: str, disk_overlay: Path | None, meta: di
         os.replace(scratch, final)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    prune_snapshots(keep=key)
     return Snapshot(key, final, meta)
 
 
