@@ -24,8 +24,26 @@ def doctor_command(terminal: Terminal) -> int:
 def _checks() -> list[tuple[str, bool, str]]:
     results = [_qemu(), _tool("qemu-img", "qemu-utils"), _tool("depmod", "kmod"), _tool("apt-get", "apt")]
     results += [_writable("cache", cache_dir()), _writable("state", state_dir())]
-    results += [_reference(), _accel()]
+    results += [_reference(), _redox_images(), _snapshots(), _accel()]
     return results
+
+
+def _redox_images() -> tuple[str, bool, str]:
+    from hil.image.fetch import list_cached
+
+    images = list_cached()
+    if not images:
+        return "Redox images", True, "none cached (`hil image fetch`, or assemble with `hil image assemble`)"
+    return "Redox images", True, ", ".join(f"{i.release or 'daily'} {i.variant}" for i in images[:4])
+
+
+def _snapshots() -> tuple[str, bool, str]:
+    from hil.qemu.snapshot import snapshot_root
+
+    root = snapshot_root()
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else []
+    size = sum(f.stat().st_size for folder in folders for f in folder.iterdir())
+    return "snapshots", True, f"{len(folders)} in {root} ({size >> 20} MiB)"
 
 
 def _qemu() -> tuple[str, bool, str]:

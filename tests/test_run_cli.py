@@ -98,3 +98,11 @@ def test_keep_leaves_the_vm_for_console_and_stop(tmp_path: Path, reference_image
     finally:
         if Path(f"/proc/{pid}").exists():
             os.kill(pid, signal.SIGKILL)
+
+
+def test_doctor_reports_qemu_the_accelerator_and_the_caches(reference_image) -> None:
+    done = hil("doctor")
+    assert done.returncode == 0, done.stdout
+    for label in ("QEMU", "accelerator", "reference guest", "cache folder", "snapshots"):
+        assert label in done.stdout
+    assert "TCG" in done.stdout or "KVM" in done.stdout
