@@ -1,0 +1,74 @@
+"""What the initfs probe runs: its cases in order, its build variants, and the register-dump layout.
+
+The build turns these into the generated header the C sources include, and the register-dump decoder reads
+them back, so the case list exists once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROGRAM = "hil-initfs-probe"
+VERSION = 1
+
+CASES: tuple[str, ...] = (
+    "syscall_path",
+    "nanosleep",
+    "sched_yield",
+    "futex_timeout",
+    "futex_timeout_cleanup",
+    "mmap_anon",
+    "thread_spawn",
+    "futex_wake",
+    "futex_wake_timeout",
+    "scheme_create",
+    "scheme_open_close",
+    "scheme_out_of_order",
+    "sched_stress",
+    "io_privilege",
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A build of the probe: the same cases, with the scheduler stress sized for its purpose."""
+
+    name: str
+    stress_seconds: int
+    stress_threads: int
+    description: str
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("kernel-smoke", 2, 8, "every case once, quickly (about 3 s of guest time)"),
+        Variant("sched-stress", 30, 32, "the same cases, with 32 contexts hammering the scheduler for 30 s"),
+    )
+}
+DEFAULT_VARIANT = "kernel-smoke"
+MAX_STRESS_THREADS = 40  # the runtime has 64 thread stacks; the other cases use up to 16
+
+CHANNELS = ("debug", "regdump")  # debug: /scheme/debug lines; regdump: results in a fault's register dump
+
+# The register-dump channel (see regdump.py): a deliberate invalid-opcode fault with these registers.
+REGDUMP_MAGIC = 0x48494C50524F4245  # "HILPROBE"
+REGDUMP_LAYOUT = 1
+# The metrics that fit in r8..r15, as "case.key" and unit; values travel in thousandths.
+REGDUMP_METRICS: tuple[tuple[str, str], ...] = (
+    ("syscall_path.clock_gettime_us", "us"),
+    ("nanosleep.elapsed_us", "us"),
+    ("sched_yield.yield_us", "us"),
+    ("futex_timeout.elapsed_us", "us"),
+    ("thread_spawn.spawn_us", "us"),
+    ("futex_wake.wake_latency_us", "us"),
+    ("scheme_out_of_order.ooo_completions", "count"),
+    ("sched_stress.rounds", "count"),
+)
+
+
+def build_id(variant: str, abi_name: str) -> int:
+    """The id the register dump carries in rbp: layout version, ABI index, variant index."""
+    from hil.initfs_probe.abi import ABIS
+
+    return (REGDUMP_LAYOUT << 16) | (list(ABIS).index(abi_name) << 8) | list(VARIANTS).index(variant)
