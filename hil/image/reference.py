@@ -17,15 +17,16 @@ import time
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
+from importlib import import_module, resources
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-from hil.errors import InfraError
+from hil.errors import InfraError, UsageError
 from hil.guest.tools import NET_TOOL
 from hil.image import debs
 from hil.image.bzimage import extract_vmlinux
@@ -52,6 +53,11 @@ VMLINUX_NAME = "vmlinux"
 BZIMAGE_NAME = "vmlinuz"
 INITRAMFS_NAME = "initramfs.cpio"
 MODULE_LIST_PATH = "/etc/hil/modules"
+EXTRAS_DIR = "extras"
+
+# Optional additions to the reference image, by name -> "module:factory" returning an ImageExtra. They are
+# imported only when asked for: the default image, its cache key and its build never depend on them.
+EXTRAS: dict[str, str] = {"tokio": "hil.tokio.build:tokio_extra"}
 
 _PROFILE = """\
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root PS1='hil# '
@@ -98,6 +104,24 @@ class ReferenceImage:
     @property
     def key(self) -> str:
         return self.manifest["key"]
+
+
+@dataclass(frozen=True)
+class ExtraOverlay:
+    """What an extra adds: a cpio laid over the base initramfs, and the key that names its content."""
+
+    name: str
+    key: str
+    overlay: Path
+    info: dict = field(compare=False, repr=False)
+
+
+class ImageExtra(Protocol):
+    name: str
+
+    def build(self, force: bool, console: Console) -> ExtraOverlay:
+        """Find the extra's overlay in its own cache, or build it now."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -241,9 +265,14 @@ def load_reference_from(root: Path) -> ReferenceImage | None:
     return image if complete and manifest.get("builder_version") == BUILDER_VERSION else None
 
 
-def build_reference(force: bool = False, console: Console | None = None) -> ReferenceImage:
-    """The reference guest for the current package versions: cached if present, else built now."""
+def build_reference(force: bool = False, console: Console | None = None, extras: Sequence[str] = ()) -> ReferenceImage:
+    """The reference guest for the current package versions: cached if present, else built now.
+
+    With `extras` (e.g. ("tokio",)) the result is a separate image in reference/extras/<key>: the same
+    kernel, and the base initramfs with each extra's overlay appended. The default image stays as it is.
+    """
     console = console or Console(stderr=True)
+    wanted = [load_extra(name) for name in dict.fromkeys(extras)]
     base = private_dir(reference_base())
     with _build_lock(base, console):
         _remove_leftovers(base)
@@ -255,7 +284,67 @@ def build_reference(force: bool = False, console: Console | None = None) -> Refe
         if image is None:
             image = _build(plan, base, console)
         _write_atomic(base / CURRENT_NAME, f"{plan.key}\n".encode(), 0o644)
+    if not wanted:
         return image
+    return _with_extras(image, [extra.build(force, console) for extra in wanted], force, console)
+
+
+def load_extra(name: str) -> ImageExtra:
+    """The extra called `name`, imported on demand; UsageError naming the known ones otherwise."""
+    if name not in EXTRAS:
+        raise UsageError(f"unknown reference image extra {name!r}; known: {', '.join(sorted(EXTRAS))}")
+    module, factory = EXTRAS[name].split(":")
+    return getattr(import_module(module), factory)()
+
+
+def extras_key(base_key: str, extra_keys: Mapping[str, str]) -> str:
+    return _sha256(json.dumps({"base": base_key, "extras": dict(sorted(extra_keys.items()))}).encode())[:16]
+
+
+def _with_extras(image: ReferenceImage, extras: list[ExtraOverlay], force: bool, console: Console) -> ReferenceImage:
+    """The base image plus the extras' overlays, in a folder of its own keyed by all of them."""
+    key = extras_key(image.key, {extra.name: extra.key for extra in extras})
+    folder = private_dir(reference_base() / EXTRAS_DIR)
+    with _build_lock(folder, console):
+        existing = None if force else load_reference_from(folder / key)
+        if existing is not None:
+            return existing
+        _remove_leftovers(folder)
+        scratch = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=folder))
+        try:
+            output = scratch / "image"
+            output.mkdir()
+            _assemble_with_extras(image, extras, key, output)
+            _publish(output, folder / key)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    built = load_reference_from(folder / key)
+    if built is None:
+        raise InfraError(f"the reference guest with extras in {folder / key} is incomplete")
+    console.print(f"[green]Reference guest {key}: {image.key} + {', '.join(e.name for e in extras)}")
+    return built
+
+
+def _assemble_with_extras(image: ReferenceImage, extras: list[ExtraOverlay], key: str, output: Path) -> None:
+    """Link the unchanged files (no copies of the kernel), append the overlays to the initramfs."""
+    for name in (VMLINUX_NAME, BZIMAGE_NAME, KEY_NAME, f"{KEY_NAME}.pub"):
+        _link_or_copy(image.root / name, output / name)
+    with (output / INITRAMFS_NAME).open("wb") as joined:
+        for part in (image.initramfs, *(extra.overlay for extra in extras)):
+            with part.open("rb") as stream:
+                shutil.copyfileobj(stream, joined, 1 << 20)
+    manifest = dict(image.manifest)
+    manifest.update(key=key, base_key=image.key, extras={extra.name: extra.info for extra in extras})
+    manifest["files"] = {path.name: debs.sha256_file(path) for path in sorted(output.iterdir())}
+    (output / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    _make_read_only(output)
+
+
+def _link_or_copy(source: Path, destination: Path) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:  # another filesystem, or links not allowed: a copy does as well
+        shutil.copy2(source, destination)
 
 
 @contextlib.contextmanager
@@ -460,11 +549,14 @@ def _publish(output: Path, final: Path) -> None:
     os.replace(output, final)
 
 
-def reference_command(force: bool, console: Console | None = None) -> int:
-    """`hil image reference [--force]`: build (or find) the image and show where its files are."""
+def reference_command(force: bool, console: Console | None = None, extras: Sequence[str] = ()) -> int:
+    """`hil image reference [--force] [--with tokio]`: build (or find) the image and show where its files are."""
     console = console or Console()
-    image = build_reference(force=force, console=console)
+    image = build_reference(force=force, console=console, extras=extras)
     console.print(f"[bold]Reference guest {image.key}[/bold] (kernel {image.kernel_version})")
+    for name, info in image.manifest.get("extras", {}).items():
+        summary = info.get("summary") or json.dumps(info)
+        console.print(f"  extra {name}: {summary}", soft_wrap=True, markup=False, highlight=False)
     # Plain lines rather than a table: paths must stay whole for copying, whatever the terminal width.
     for label, value in (
         ("vmlinux (PVH -kernel)", image.vmlinux),
