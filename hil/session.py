@@ -101,13 +101,17 @@ class GuestSession:
         """Boot to a shell: restored from a snapshot when asked for and one exists, else cold."""
         if self.snapshot_key is None:
             return self._cold_boot()
-        with snapshot_lock(self.snapshot_key):
-            snapshot = find_snapshot(self.snapshot_key)
-            if snapshot is not None:
-                self.timeline = self._restore(snapshot)
-            else:
-                self.timeline = self._cold_boot()
-                self._save()
+        # Published snapshots never change, so restores run in parallel; only making one takes the lock
+        # (parallel workers wanting the same new snapshot wait for the first to save it).
+        snapshot = find_snapshot(self.snapshot_key)
+        if snapshot is None:
+            with snapshot_lock(self.snapshot_key):
+                snapshot = find_snapshot(self.snapshot_key)
+                if snapshot is None:
+                    self.timeline = self._cold_boot()
+                    self._save()
+        if snapshot is not None:
+            self.timeline = self._restore(snapshot)
         self._plug_deferred()
         return self.timeline
 
