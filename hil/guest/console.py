@@ -20,10 +20,12 @@ import pexpect.fdpexpect
 
 from hil.errors import InfraError
 from hil.guest.ansi import AnsiStripper
-from hil.guest.shell import ShellDialect, parse_wrapped
+from hil.guest.shell import ShellDialect
 from hil.guest.stages import CrashSeen, line_of
 
 TAIL_LINES = 200
+READ_SIZE = 65536
+LOOKBACK = 8192  # longer than any line-scale pattern: stage lines, markers, crash lines
 CRASH_TAIL_SECONDS = 0.5
 
 
@@ -81,7 +83,11 @@ class Console:
         self.socket_path = socket_path
         self.shell = shell or ShellDialect()
         # Watched during every wait, so a crash ends any step at once instead of running into its timeout.
-        self.crash_patterns = tuple(re.compile(p, re.MULTILINE) for p in crash_patterns)
+        self.crash_patterns = tuple(crash_patterns)
+        # One alternation instead of one search per pattern: every read is searched once for all of them.
+        self._crash_any = (
+            re.compile("|".join(f"(?:{p})" for p in crash_patterns), re.MULTILINE) if crash_patterns else None
+        )
         self.activity = "the console"
         self._transcript = open(transcript, "a", encoding="utf-8") if transcript else None  # noqa: SIM115
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
@@ -104,8 +110,11 @@ class Console:
                 time.sleep(0.05)
         self._sock = sock
         # fdspawn closes the descriptor it is given, so it gets its own duplicate.
-        self._spawn = _StrippingSpawn(os.dup(sock.fileno()), self._record, timeout=30, maxread=65536)
-        self._spawn.searchwindowsize = None
+        self._spawn = _StrippingSpawn(os.dup(sock.fileno()), self._record, timeout=30, maxread=READ_SIZE)
+        # pexpect searches only this much of the buffer per read (it must hold a whole read plus the longest
+        # match): without a window it searches everything since the last match again after every read.
+        self._spawn.searchwindowsize = READ_SIZE + LOOKBACK
+        self._spawn.delayafterread = None
 
     def close(self) -> None:
         if self._spawn is not None:
@@ -124,7 +133,7 @@ class Console:
         """Wait for the first of `patterns`; raises TimeoutError, ConsoleClosed or CrashSeen."""
         spawn = self._require_spawn()
         compiled = [re.compile(p) if isinstance(p, str) else p for p in patterns]
-        crashes = [p for p in self.crash_patterns if p not in compiled]
+        crashes = [self._crash_any] if self._crash_any is not None else []
         try:
             index = spawn.expect_list([*compiled, *crashes, pexpect.EOF, pexpect.TIMEOUT], timeout=max(timeout, 0))
         except OSError as err:
@@ -134,7 +143,8 @@ class Console:
         if index < len(compiled) + len(crashes):
             line = line_of(spawn.match)
             self.drain(CRASH_TAIL_SECONDS)  # the rest of the dump (backtrace, registers) belongs in the report
-            raise CrashSeen(crashes[index - len(compiled)].pattern, line, self.activity, self.recent_lines())
+            pattern = next((p for p in self.crash_patterns if re.search(p, line)), crashes[0].pattern)
+            raise CrashSeen(pattern, line, self.activity, self.recent_lines())
         if index == len(compiled) + len(crashes):
             raise ConsoleClosed("the serial console closed (QEMU exited)")
         raise TimeoutError(f"none of {[p.pattern for p in compiled]} within {timeout:.1f} s")
@@ -169,11 +179,12 @@ class Console:
         started = time.monotonic()
         self.sendline(wrapped.line)
         try:
-            self.expect([wrapped.pattern], timeout)
+            self.expect([wrapped.begin], timeout)
+            _, end = self.expect([wrapped.end], max(0.0, started + timeout - time.monotonic()))
         except TimeoutError:
             raise CommandTimeout(command, timeout, self.pending_text()) from None
-        status, output = parse_wrapped(self._require_spawn().match)
-        return CommandResult(command, status, output, time.monotonic() - started)
+        output = self._require_spawn().before  # everything between the two markers
+        return CommandResult(command, int(end.group(1)), output, time.monotonic() - started)
 
     def resync(self, timeout: float = 10.0, attempts: int = 3) -> None:
         """Bring the shell to a known state: interrupt anything half typed, then round-trip a marker."""
@@ -182,7 +193,7 @@ class Console:
             wrapped = self.shell.sync_line()
             self.sendline(wrapped.line)
             try:
-                self.expect([wrapped.pattern], timeout / attempts)
+                self.expect([wrapped.end], timeout / attempts)
                 return
             except TimeoutError:
                 continue

@@ -14,8 +14,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class WrappedCommand:
+    """The typed line, and how its output shows: `begin`, the output, then `end` (which holds the status).
+
+    `pattern` matches all three at once (for parsing a complete transcript); the console waits for
+    `begin` and `end` separately, so its search window stays short however long the output is.
+    """
+
     line: str
     pattern: re.Pattern[str]
+    begin: re.Pattern[str]
+    end: re.Pattern[str]
 
 
 class ShellDialect:
@@ -29,12 +37,21 @@ class ShellDialect:
         # One typed line: the command goes through eval so comments, `&` or newlines in it cannot
         # swallow the end marker, and all echo (continuation prompts included) comes before HB.
         line = f"printf '%s%s\\n' HB {token}; eval {shlex.quote(command)}; printf '\\n%s%s:%d\\n' HE {token} $?"
-        pattern = re.compile(rf"{begin}\n(.*?)\n{end}:(\d+)\n", re.DOTALL)
-        return WrappedCommand(line=line, pattern=pattern)
+        return markers(line, begin, end)
 
     def sync_line(self) -> WrappedCommand:
         """A no-op command whose marker proves the shell is reading input again."""
         return self.wrap("true")
+
+
+def markers(line: str, begin: str, end: str) -> WrappedCommand:
+    """Output printed as: BEGIN newline, the output, newline, END:status newline."""
+    return WrappedCommand(
+        line=line,
+        pattern=re.compile(rf"{begin}\n(.*?)\n?{end}:(\d+)\n", re.DOTALL),
+        begin=re.compile(rf"{begin}\n"),
+        end=re.compile(rf"\n?{end}:(\d+)\n"),
+    )
 
 
 def parse_wrapped(match: re.Match[str]) -> tuple[int, str]:

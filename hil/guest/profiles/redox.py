@@ -16,7 +16,7 @@ from typing import ClassVar
 from hil.errors import UsageError
 from hil.guest.console import Console
 from hil.guest.profiles.base import GuestOptions, GuestProfile
-from hil.guest.shell import ShellDialect, WrappedCommand
+from hil.guest.shell import ShellDialect, WrappedCommand, markers
 from hil.guest.stages import Stage
 from hil.qemu.spec import MachineSpec
 
@@ -49,8 +49,7 @@ class IonShell(ShellDialect):
     def wrap(self, command: str) -> WrappedCommand:
         wrapped = super().wrap(command)
         token = wrapped.pattern.pattern[2:14]
-        line = f"echo 'HB''{token}'; {command}; echo 'HE''{token}:'$?"
-        return WrappedCommand(line=line, pattern=re.compile(rf"HB{token}\n(.*?)\n?HE{token}:(\d+)\n", re.DOTALL))
+        return markers(f"echo 'HB''{token}'; {command}; echo 'HE''{token}:'$?", f"HB{token}", f"HE{token}")
 
 
 class RedoxKernelProfile(GuestProfile):
@@ -97,7 +96,13 @@ class RedoxKernelProfile(GuestProfile):
         return _assemble_for_run(packages, options, KERNEL_IMAGE_MIB, self.default_initfs(options))
 
     def default_initfs(self, options: GuestOptions) -> Path | None:
-        return options.initfs
+        """The user's initfs, else hil's freestanding probe (built once per variant into the cache)."""
+        if options.initfs is not None:
+            return options.initfs
+        from hil.initfs_probe.build import build_initfs_probe
+        from hil.paths import cache_dir
+
+        return build_initfs_probe(cache_dir() / "initfs-probe", options.initfs_probe or "kernel-smoke")
 
 
 class RedoxProfile(RedoxKernelProfile):
