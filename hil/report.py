@@ -25,6 +25,11 @@ ARTIFACT_FILES = {
     "scenario": "scenario.toml",
     "traceback": "hil-traceback.txt",
     "kept": "kept.json",
+    "hang_report": "hang-report.json",
+    "hang_report_text": "hang-report.txt",
+    "crash_report": "crash-report.json",
+    "crash_report_text": "crash-report.txt",
+    "guest_memory": "guest-memory.elf",
 }
 
 
@@ -48,6 +53,8 @@ def build_report(result: RunResult, scenario: Scenario) -> dict[str, Any]:
         "guest": result.guest,
         "verdict": str(result.verdict),
         "reason": result.reason,
+        # What `hil bisect` compares between runs: hang:<class>:<where>, crash:<title>:<frame>, fail:step:<name>
+        "signature": result.details.get("signature"),
         "accel": result.accel.name if result.accel else None,
         "accel_reason": result.accel.reason if result.accel else None,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(result.started_wall)),

@@ -6,7 +6,6 @@ report.json with the verdict, and QEMU is stopped unless the user asked to keep 
 
 from __future__ import annotations
 
-import re
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -14,8 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hil.errors import HilError
-from hil.guest.ansi import strip_ansi
-from hil.guest.console import ConsoleClosed
+from hil.guest.console import CommandTimeout, ConsoleClosed
 from hil.guest.profiles import GuestOptions, GuestProfile, get_profile
 from hil.guest.stages import CrashSeen, StageMark, StageTimeout, Timeline
 from hil.paths import new_run_dir, private_dir
@@ -24,6 +22,10 @@ from hil.report import write_report
 from hil.scenario import Scenario, Step
 from hil.session import DeviceNotSeen, GuestSession, PlannedDevice
 from hil.steps import StepResult, run_step
+from hil.triage import outcome
+from hil.triage.guest_symbols import warm_symbol_cache
+from hil.triage.hang import HangPlace, TriageOptions
+from hil.triage.watchdog import watch_console
 from hil.verdict import Verdict
 
 DEFAULT_FACTOR = {"tcg": 1.0, "kvm": 0.5}
@@ -46,6 +48,7 @@ class RunOptions:
     kernel: Path | None = None
     initfs: Path | None = None
     snapshot: bool | None = None  # None: as the scenario says
+    dump_guest_memory: bool = False  # on a hang, also write guest-memory.elf (QMP dump-guest-memory)
 
 
 @dataclass
@@ -120,25 +123,32 @@ def _run(scenario: Scenario, options: RunOptions, guest: str, result: RunResult,
     session = GuestSession(profile, guest_options, result.run_dir, devices=devices, factor=factor,
                            keep=options.keep, snapshot=snapshot, on_mark=observer.stage)  # fmt: skip
     result.details["ssh_port"] = session.ssh_port
+    watch_console(session)  # waits end on no progress (profile patterns, probe heartbeats), not at fixed times
+    triage = TriageOptions(dump_guest_memory=options.dump_guest_memory)
     try:
         observer.phase("booting")
         result.timeline = session.start()
-        _run_steps(session, scenario, result, observer)
+        warm_symbol_cache(session, background=True)  # once per kernel: later hangs, even early ones, get symbols
+        _run_steps(session, scenario, result, observer, triage)
     except StageTimeout as hang:
         result.verdict, result.reason, result.timeline = Verdict.HANG, str(hang), hang.timeline
         result.details["hang"] = {"stage": hang.stage, "waited": round(hang.waited, 3), "budget": hang.budget,
                                   "last_lines": hang.last_lines}  # fmt: skip
+        outcome.hang_found(session, result, HangPlace("stage", hang.stage), triage)
     except CrashSeen as crash:
         result.verdict, result.reason = Verdict.CRASH, str(crash)
         result.timeline = crash.timeline or result.timeline or session.timeline
         result.details["crash"] = {"stage": crash.stage, "line": crash.line, "pattern": crash.pattern,
                                    "last_lines": crash.last_lines}  # fmt: skip
+        outcome.crash_seen(session, result, crash.line)
     except DeviceNotSeen as err:
         result.verdict, result.reason = Verdict.FAIL, str(err)
     except ConsoleClosed as err:
         _guest_gone(session, profile, result, str(err))
-    except TimeoutError as err:  # the shell never answered after the last stage
+    except (TimeoutError, CommandTimeout) as err:  # the shell never answered after the last stage
         result.verdict, result.reason = Verdict.HANG, f"no shell after boot: {err}"
+        result.details["hang"] = {"stage": "shell", "last_lines": session.console.recent_lines()}
+        outcome.hang_found(session, result, HangPlace("shell", "prompt"), triage)
     finally:
         if session.snapshot_info:
             result.details["snapshot"] = session.snapshot_info
@@ -158,20 +168,30 @@ def _guest_options(scenario: Scenario, options: RunOptions) -> GuestOptions:
         packages=options.packages,
         kernel=options.kernel,
         initfs=options.initfs,
+        initfs_probe=scenario.initfs_probe,
     )
 
 
-def _run_steps(session: GuestSession, scenario: Scenario, result: RunResult, observer: RunObserver) -> None:
+def _run_steps(
+    session: GuestSession, scenario: Scenario, result: RunResult, observer: RunObserver, triage: TriageOptions
+) -> None:
     result.verdict, result.reason = Verdict.PASS, "all steps passed"
+
+    def on_hang(hung: StepResult) -> None:  # runs before anything touches the hung guest
+        result.verdict, result.reason = Verdict.HANG, f"step '{hung.name}': {hung.reason}"
+        result.details["hang"] = {"step": hung.name, "last_lines": session.console.recent_lines()}
+        outcome.hang_found(session, result, HangPlace("step", hung.name), triage)
+
     for step in scenario.steps:
-        outcome = run_step(session, _expand(step, session.machine.spec.smp))
-        result.steps.append(outcome)
-        observer.step(outcome)
-        if outcome.status == "hang":
-            result.verdict, result.reason = Verdict.HANG, f"step '{step.name}': {outcome.reason}"
+        # The run ends at a hung step: no shell resync (on a dead shell it would only add its own timeout).
+        done = run_step(session, _expand(step, session.machine.spec.smp), on_hang=on_hang, recover=False)
+        result.steps.append(done)
+        observer.step(done)
+        if done.status == "hang":
             return
-        if outcome.status == "fail" and result.verdict == Verdict.PASS:
-            result.verdict, result.reason = Verdict.FAIL, f"step '{step.name}': {outcome.reason}"
+        if done.status == "fail" and result.verdict == Verdict.PASS:
+            result.verdict, result.reason = Verdict.FAIL, f"step '{step.name}': {done.reason}"
+            outcome.step_failed(result, step.name)
 
 
 def _expand(step: Step, smp: int) -> Step:
@@ -181,24 +201,14 @@ def _expand(step: Step, smp: int) -> Step:
 
 
 def _guest_gone(session: GuestSession, profile: GuestProfile, result: RunResult, why: str) -> None:
-    """QEMU exited under us: a crash if the guest's last words match a crash pattern, else infra."""
+    """QEMU exited under us: what the guest asked for (a panic, its own power-off or reset, isa-debug-exit)
+    gets the guest's verdict; anything else is infra."""
     process = session.machine.process
     code = process.wait(2) if process else None
     stderr = process.stderr_text().strip() if process else ""
     result.details["qemu_exit"] = {"status": code, "stderr": stderr[-2000:]}
-    tail = strip_ansi(_tail_text(session.machine.paths.serial_log))
-    crash = next((p for p in profile.crash_patterns if re.search(p, tail, re.MULTILINE)), None)
-    if crash:
-        result.verdict, result.reason = Verdict.CRASH, f"the guest crashed (/{crash}/) and QEMU exited"
-    else:
+    if not outcome.guest_gone(session, result, code):
         result.verdict, result.reason = Verdict.INFRA, f"{why}; QEMU exit status {code}: {stderr[-300:]}"
-
-
-def _tail_text(path: Path, size: int = 20000) -> str:
-    try:
-        return path.read_bytes()[-size:].decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 def _kept_info(session: GuestSession) -> dict[str, Any]:

@@ -91,6 +91,7 @@ class Scenario:
     memory_mb: int | None = None
     append: str = ""
     snapshot: bool = False
+    initfs_probe: str | None = None
     timeout_factor: float | None = None
     tags: tuple[str, ...] = ()
     devices: tuple[DeviceEntry, ...] = ()
@@ -132,7 +133,7 @@ def parse_scenario(path: Path) -> Scenario:
         raise UsageError(f"{path}: not valid TOML: {err}") from None
     _only_keys(path, "", data, {"name", "description", "guest", "tags", "machine", "budgets", "devices", "steps"})
     machine = _table(path, data, "machine")
-    _only_keys(path, "machine.", machine, {"smp", "memory", "append", "snapshot"})
+    _only_keys(path, "machine.", machine, {"smp", "memory", "append", "snapshot", "initfs_probe"})
     budgets = _table(path, data, "budgets")
     _only_keys(path, "budgets.", budgets, {"timeout_factor"})
     devices = _parse_devices(path, _array(path, data, "devices"))
@@ -147,6 +148,7 @@ def parse_scenario(path: Path) -> Scenario:
         memory_mb=_positive(path, machine, "machine.", "memory"),
         append=_typed(path, machine, "append", str, "", prefix="machine."),
         snapshot=_flag(path, machine, "snapshot", prefix="machine."),
+        initfs_probe=_typed(path, machine, "initfs_probe", str, None, prefix="machine."),
         timeout_factor=_typed(path, budgets, "timeout_factor", NUMBER, None, prefix="budgets."),
         tags=tuple(_typed(path, data, "tags", list, [])),
         devices=devices,

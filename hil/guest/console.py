@@ -143,6 +143,8 @@ class Console:
         if index < len(compiled) + len(crashes):
             line = line_of(spawn.match)
             self.drain(CRASH_TAIL_SECONDS)  # the rest of the dump (backtrace, registers) belongs in the report
+            # The pattern may match before its line is complete; take the whole line as it arrived since.
+            line = next((full.strip() for full in reversed(self.recent_lines(400)) if line in full), line)
             pattern = next((p for p in self.crash_patterns if re.search(p, line)), crashes[0].pattern)
             raise CrashSeen(pattern, line, self.activity, self.recent_lines())
         if index == len(compiled) + len(crashes):

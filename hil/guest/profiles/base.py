@@ -34,6 +34,7 @@ class GuestOptions:
     packages: str | None = None
     kernel: Path | None = None
     initfs: Path | None = None
+    initfs_probe: str | None = None  # which variant of hil's initfs probe redox-kernel boots by default
     # The run folder, for guests that prepare their image per run (set by the session).
     work_dir: Path | None = None
 
@@ -52,6 +53,14 @@ class GuestProfile(ABC):
     crash_patterns: tuple[str, ...] = ()
     shell: ShellDialect = ShellDialect()
     probe_binaries: ClassVar[dict[str, str]] = {}
+    # Console lines that show progress: waits end after their budget without one (probe heartbeats always count).
+    progress_patterns: tuple[str, ...] = ()
+    # Functions a vCPU is in when the kernel idles (hang triage); empty: hil.triage.classify's defaults.
+    idle_symbols: tuple[str, ...] = ()
+    # Which crash parser reads this guest's dumps: "linux" | "redox" (None: try all).
+    crash_format: str | None = None
+    # isa-debug-exit QEMU statuses -> verdicts (None: hil's 51 pass / 53 fail).
+    debug_exit_verdicts: ClassVar[dict[int, str] | None] = None
 
     @abstractmethod
     def machine_spec(self, options: GuestOptions) -> MachineSpec:
@@ -76,6 +85,10 @@ class GuestProfile(ABC):
         if path:
             command += f" --device {path}"
         return f"{command} {args}".strip()
+
+    def kernel_symbols(self, options: GuestOptions) -> Path | None:
+        """A kernel ELF with a symbol table for hang triage (None: kallsyms over SSH where the guest has it)."""
+        return None
 
     def ssh_access(self, options: GuestOptions) -> SshAccess | None:
         """How to log in over SSH, where the guest runs an SSH server."""

@@ -57,6 +57,10 @@ class RedoxKernelProfile(GuestProfile):
     description = "a real Redox kernel with an initfs hil provides; stages up to the userspace hand-off"
     stages = KERNEL_STAGES
     crash_patterns = REDOX_CRASH_PATTERNS
+    progress_patterns = (r"^kernel::\S+:(?:INFO|WARN|ERROR|DEBUG|TRACE) -- ",)
+    crash_format = "redox"
+    idle_symbols = ("kernel::run_userspace", "kernel::kmain", "kernel::kmain_ap", "interrupt::halt", "enable_and_halt")
+    debug_exit_verdicts: ClassVar[dict[int, str] | None] = {51: "pass", 53: "fail"}
 
     def machine_spec(self, options: GuestOptions) -> MachineSpec:
         image = self._image(options)
@@ -75,6 +79,22 @@ class RedoxKernelProfile(GuestProfile):
 
     def probe_kernel(self, options: GuestOptions) -> Path | None:
         return None  # KVM is tested with the reference guest's Linux kernel (Redox fails there too)
+
+    def kernel_symbols(self, options: GuestOptions) -> Path | None:
+        """The booted kernel's ELF (Redox keeps its symbol table), for hang triage."""
+        if options.kernel is not None:
+            return options.kernel
+        if options.work_dir is None:
+            return None
+        target = options.work_dir / "kernel.elf"
+        if not target.exists():
+            from hil.image.redox.assemble import read_image_file
+
+            try:
+                target.write_bytes(read_image_file(self._image(options), "boot/kernel"))
+            except Exception:  # symbols help triage; never a reason to fail the run
+                return None
+        return target
 
     def prepare_shell(self, console: Console, timeout: float) -> None:
         """Nothing to prepare: after the hand-off the initfs runs on its own, without a shell."""
@@ -116,6 +136,7 @@ class RedoxProfile(RedoxKernelProfile):
     )
     shell = IonShell()
     probe_binaries: ClassVar[dict[str, str]] = {"uring": "hil-uring-probe"}
+    progress_patterns = (*RedoxKernelProfile.progress_patterns, r"^pcid-spawner: ", r"^PCI ")  # from source
 
     def machine_spec(self, options: GuestOptions) -> MachineSpec:
         spec = super().machine_spec(options)

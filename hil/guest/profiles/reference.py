@@ -34,6 +34,8 @@ class ReferenceProfile(GuestProfile):
         Stage("ready", rf"^{READY_MARKER}$", 60, "init's hooks ran; the ready marker"),
     )
     probe_binaries: ClassVar[dict[str, str]] = {"uring": "/usr/bin/hil-uring-probe"}
+    progress_patterns = (r"^\[\s*\d+\.\d+\] ", r"^hil-init: ")
+    crash_format = "linux"
     crash_patterns = (
         r"Kernel panic - not syncing",
         r"BUG: kernel NULL pointer dereference",
@@ -53,7 +55,9 @@ class ReferenceProfile(GuestProfile):
             kernel=image.vmlinux,
             initrd=(image.initramfs, *options.extra_initrd),
             append=append,
-            # -no-reboot turns the guest's panic=-1 reboot into QEMU exiting, which hil sees at once.
+            # pvpanic makes QEMU send GUEST_PANICKED; -no-reboot turns the guest's panic=-1 reboot into QEMU
+            # exiting, which hil sees at once.
+            devices=(("-device", "pvpanic-pci"),),
             extra_args=("-no-reboot",),
             qemu_binary=options.qemu_binary,
         )

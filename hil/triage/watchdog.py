@@ -1,0 +1,216 @@
+"""The progress watchdog: console waits that end when the guest stops making progress, not at a fixed time.
+
+Progress is a new console line that matches the guest profile's progress patterns (kernel log lines, init
+milestones), a probe heartbeat (`# heartbeat CASE N`) or a probe result line (`ok N NAME`); any other
+byte is not progress, and neither is a line identical to one of the last few progress lines (timestamps
+aside): a guest repeating one error forever is not getting anywhere.
+
+A wait of budget B (already multiplied by the run's timeout factor) ends with NoProgress once B seconds
+pass without progress. Progress from log lines extends a wait to at most CAP_FACTOR x B in all, because
+a chatty guest can still be stuck; heartbeats are the probes' explicit promise of progress and extend it
+without that cap (a probe must bound its own waits, see hil/uring_probe/PROTOCOL.md).
+
+Lines are read from QEMU's raw serial log (it writes every byte as the guest sends it), so watching
+never consumes console text a caller is waiting for.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hil.guest.ansi import AnsiStripper
+from hil.guest.console import CommandResult, CommandTimeout
+from hil.guest.shell import parse_wrapped
+
+CAP_FACTOR = 4.0
+REPEAT_WINDOW = 8
+SLICE_SECONDS = 0.5
+HEARTBEAT = re.compile(r"^# heartbeat (\S+) (\d+)\s*$")
+PROBE_RESULT = re.compile(r"^(?:not )?ok \d+ \S+")
+_PRINTK_TIME = re.compile(r"^\[\s*\d+\.\d+\]\s?")
+
+
+def progress_patterns_of(profile: object) -> tuple[str, ...]:
+    """The profile's progress patterns (`progress_patterns`), empty for a profile that names none."""
+    return tuple(getattr(profile, "progress_patterns", ()) or ())
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Why a wait ended: how long it lasted, how long since the last progress, what that progress was."""
+
+    budget: float
+    waited: float
+    idle: float
+    capped: bool
+    last_progress_line: str
+    last_progress_age: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        age = None if self.last_progress_age is None else round(self.last_progress_age, 3)
+        return {
+            "why": self.why,
+            "budget_s": round(self.budget, 3),
+            "waited_s": round(self.waited, 3),
+            "idle_s": round(self.idle, 3),
+            "capped": self.capped,
+            "last_progress_line": self.last_progress_line,
+            "last_progress_age_s": age,
+        }
+
+    @property
+    def why(self) -> str:
+        if self.capped:
+            return f"still printing but past {CAP_FACTOR:g}x its budget ({self.waited:.1f} s)"
+        return f"no progress for {self.idle:.1f} s (budget {self.budget:.1f} s)"
+
+
+class NoProgress(TimeoutError):
+    """A console wait saw no progress within its budget (or ran past its cap)."""
+
+    def __init__(self, stall: Stall) -> None:
+        self.stall = stall
+        super().__init__(stall.why)
+
+
+class ProgressWatch:
+    """Reads new lines from the serial log and says whether they are progress."""
+
+    def __init__(self, log_path: Path, patterns: Sequence[str] = (), repeat_window: int = REPEAT_WINDOW) -> None:
+        self.log_path = Path(log_path)
+        self.patterns = [re.compile(p) for p in patterns]
+        self._offset = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stripper = AnsiStripper()
+        self._partial = ""
+        self._recent: deque[str] = deque(maxlen=repeat_window)
+        self.last_progress_at: float | None = None
+        self.last_heartbeat_at: float | None = None
+        self.last_progress_line = ""
+        self.progress_count = 0
+
+    def poll(self) -> bool:
+        """Read what the guest printed since the last call; True if any of it was progress."""
+        progressed = False
+        for line in self._new_lines():
+            progressed |= self.feed_line(line)
+        return progressed
+
+    def feed_line(self, line: str, now: float | None = None) -> bool:
+        line = line.strip()
+        heartbeat = bool(HEARTBEAT.match(line) or PROBE_RESULT.match(line))
+        if not heartbeat and not any(p.search(line) for p in self.patterns):
+            return False
+        key = _PRINTK_TIME.sub("", line)
+        if key in self._recent:
+            return False
+        self._recent.append(key)
+        now = time.monotonic() if now is None else now
+        self.last_progress_at, self.last_progress_line = now, line[:300]
+        if heartbeat:
+            self.last_heartbeat_at = now
+        self.progress_count += 1
+        return True
+
+    def _new_lines(self) -> list[str]:
+        try:
+            with open(self.log_path, "rb") as stream:
+                stream.seek(self._offset)
+                data = stream.read()
+        except OSError:
+            return []
+        self._offset += len(data)
+        text = self._partial + self._stripper.feed(self._decoder.decode(data))
+        lines = text.split("\n")
+        self._partial = lines.pop()[-4096:]
+        return lines
+
+
+class WatchedConsole:
+    """A Console whose `expect` and `run` wait for progress; everything else goes to the console inside
+    (attribute writes too, such as the `activity` that crash reports name)."""
+
+    _OWN = frozenset({"_console", "watch", "cap_factor", "last_stall"})
+
+    def __init__(self, console: Any, watch: ProgressWatch, *, cap_factor: float = CAP_FACTOR) -> None:
+        self._console = console
+        self.watch = watch
+        self.cap_factor = cap_factor
+        self.last_stall: Stall | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._console, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._console, name, value)
+
+    @property
+    def inner(self) -> Any:
+        return self._console
+
+    def expect(self, patterns: list[Any], timeout: float) -> tuple[int, re.Match[str]]:
+        """Like Console.expect, with `timeout` counted from the last progress (see the module notes)."""
+        started = idle_since = time.monotonic()
+        remaining = timeout
+        while True:
+            try:
+                return self._console.expect(patterns, max(0.0, min(SLICE_SECONDS, remaining)))
+            except TimeoutError:
+                pass
+            now = time.monotonic()
+            if self.watch.poll():
+                idle_since = now
+            remaining = self._deadline(started, idle_since, timeout, now) - now
+            if remaining <= 0:
+                raise self._stalled(started, idle_since, timeout, now) from None
+
+    def run(self, command: str, timeout: float = 30.0) -> CommandResult:
+        """Console.run on top of the watched expect: a command that keeps making progress keeps going."""
+        wrapped = self._console.shell.wrap(command)
+        started = time.monotonic()
+        self._console.sendline(wrapped.line)
+        try:
+            _, match = self.expect([wrapped.pattern], timeout)
+        except TimeoutError:
+            raise CommandTimeout(command, timeout, self._console.pending_text()) from None
+        status, output = parse_wrapped(match)
+        return CommandResult(command, status, output, time.monotonic() - started)
+
+    def _deadline(self, started: float, idle_since: float, timeout: float, now: float) -> float:
+        deadline = idle_since + timeout
+        heartbeat = self.watch.last_heartbeat_at
+        if heartbeat is not None and now - heartbeat < timeout:
+            return deadline  # a probe says it is working: no cap
+        return min(deadline, started + timeout * self.cap_factor)
+
+    def _stalled(self, started: float, idle_since: float, timeout: float, now: float) -> NoProgress:
+        last = self.watch.last_progress_at
+        self.last_stall = Stall(
+            budget=timeout,
+            waited=now - started,
+            idle=now - idle_since,
+            capped=now - idle_since < timeout,
+            last_progress_line=self.watch.last_progress_line,
+            last_progress_age=None if last is None else now - last,
+        )
+        return NoProgress(self.last_stall)
+
+
+def watch_console(session: Any, patterns: Sequence[str] | None = None) -> WatchedConsole:
+    """Put a progress-watching console in front of `session.console` (before `session.start()`)."""
+    if isinstance(session.console, WatchedConsole):
+        return session.console
+    patterns = progress_patterns_of(session.profile) if patterns is None else tuple(patterns)
+    watched = WatchedConsole(session.console, ProgressWatch(session.machine.paths.serial_log, patterns))
+    session.console = watched
+    return watched

@@ -1,0 +1,68 @@
+"""Triage on a real Redox kernel (QEMU, TCG): its exception dump becomes a crash report, a spinning bootstrap
+a livelock in user space. Needs real packages: set HIL_REDOX_PKGS (see /work/shared/redox.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from hil.image.redox.initfs import build_initfs
+from hil.runner import RunOptions, run_scenario
+from hil.scenario import load_scenario
+
+pytestmark = [
+    pytest.mark.qemu,
+    pytest.mark.skipif(not os.environ.get("HIL_REDOX_PKGS"), reason="HIL_REDOX_PKGS is not set (real Redox packages)"),
+]
+
+JUMP_TO_SELF = b"\xeb\xfe"  # jmp $: the bootstrap spins in user mode forever, printing nothing
+
+
+@pytest.fixture
+def kernel_symbols(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The kernel ELF from the packages (in the test's temp folder only), named as the profile would."""
+    from hil.guest.profiles.redox import RedoxKernelProfile
+    from hil.image.redox.pkgar import read_package
+
+    folder = Path(os.environ["HIL_REDOX_PKGS"])
+    if not (folder / "kernel.pkgar").is_file():
+        pytest.skip("HIL_REDOX_PKGS is not a local package folder with kernel.pkgar")
+    package = read_package(folder / "kernel.pkgar")
+    elf = tmp_path / "kernel.elf"
+    elf.write_bytes(next(package.read(e) for e in package.entries if e.path == "boot/kernel"))
+    if not hasattr(RedoxKernelProfile, "kernel_symbols"):
+        monkeypatch.setattr(RedoxKernelProfile, "kernel_symbols", lambda self, options: elf, raising=False)
+    return elf
+
+
+def _run(tmp_path: Path, code: bytes | None) -> dict:
+    initfs = tmp_path / "initfs"
+    initfs.write_bytes(build_initfs(code) if code else build_initfs())
+    options = RunOptions(guest="redox-kernel", packages=os.environ["HIL_REDOX_PKGS"], initfs=initfs,
+                         accel="tcg", timeout_factor=0.2, report_dir=tmp_path / "run")  # fmt: skip
+    run_scenario(load_scenario("kernel-smoke"), options)
+    return json.loads((tmp_path / "run" / "report.json").read_text())
+
+
+def test_an_invalid_opcode_in_the_bootstrap_is_a_crash_with_the_kernel_dump(tmp_path: Path) -> None:
+    report = _run(tmp_path, None)  # the default initfs entry is ud2
+    assert report["verdict"] == "crash", report["reason"]
+    assert report["signature"] == "crash:Invalid opcode fault:user:bootstrap"
+    crash = report["crash"]
+    assert crash["registers"]["RIP"] == "0000000000001100" and crash["process"] == "bootstrap"
+    assert any("invalid_opcode" in frame for frame in crash["backtrace"])
+
+
+def test_a_spinning_bootstrap_is_a_livelock_in_user_space(tmp_path: Path, kernel_symbols: Path) -> None:
+    report = _run(tmp_path, JUMP_TO_SELF)
+    assert report["verdict"] == "hang", report["reason"]
+    assert report["signature"] == "hang:livelock:[user]"
+    assert "elf:" in report["hang"]["symbols"]
+    spinning = [cpu for cpu in report["hang"]["cpus"] if cpu["state"] == "spinning"]
+    samples = spinning[0]["samples"]
+    assert all(s["rip"] == "0x1100" for s in samples if s["cpl"] == 3)
+    # Kernel-mode samples, if any, are named from the kernel's own symbol table (its timer interrupt entry).
+    assert all(s["at"].startswith("kernel::") for s in samples if s["cpl"] == 0)
