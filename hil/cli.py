@@ -12,6 +12,7 @@ from hil import __version__
 from hil.errors import HilError
 from hil.qemu.accel import ACCELERATORS
 from hil.qemu.process import install_signal_handlers
+from hil.runset import add_runset_arguments, smp_list
 from hil.verdict import USAGE_EXIT_CODE
 
 terminal = Terminal(stderr=False, highlight=False)
@@ -43,15 +44,16 @@ def _parser() -> argparse.ArgumentParser:
     _add_console(commands)
     _add_doctor(commands)
     _add_image(commands)
+    _add_bisect(commands)
     return parser
 
 
 def _add_run(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="boot a guest and run a scenario (e.g. `hil run boot`)")
-    run.add_argument("scenario", help="a built-in scenario name (see `hil list`) or a path to a .toml file")
+    run.add_argument("scenario", nargs="*", help="built-in scenario names (see `hil list`) or .toml paths")
     run.add_argument("--guest", help="guest profile (default: the scenario's, usually `reference`)")
     run.add_argument("--image", type=Path, help="the guest image to boot instead of the default one")
-    run.add_argument("--smp", type=_positive_int, help="number of virtual CPUs")
+    run.add_argument("--smp", type=smp_list, help="number of virtual CPUs; a list (1,2,4) runs each")
     run.add_argument("--memory", type=_positive_int, help="guest memory in MiB")
     run.add_argument("--accel", choices=ACCELERATORS, default="auto", help="accelerator (default: auto)")
     run.add_argument("--timeout-factor", type=_positive_float, help="multiply every stage and step budget")
@@ -66,6 +68,10 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--kernel", type=Path, help="Redox guests: put this kernel into the assembled disk")
     run.add_argument("--initfs", type=Path, help="Redox guests: put this initfs into the assembled disk")
     run.add_argument("--qemu", default="qemu-system-x86_64", help="the QEMU binary")
+    run.add_argument("--dump-guest-memory", action="store_true",
+                     help="on a hang, also save the guest's memory as guest-memory.elf")  # fmt: skip
+    run.add_argument("--examples", type=_names, help="tokio-examples only: which examples (default: all)")
+    add_runset_arguments(run)
     run.set_defaults(handler=_cmd_run)
 
 
@@ -94,6 +100,8 @@ def _add_image(commands: argparse._SubParsersAction) -> None:
     kinds = image.add_subparsers(title="image commands", metavar="KIND")
     reference = kinds.add_parser("reference", help="assemble the Linux reference guest from Debian packages")
     reference.add_argument("--force", action="store_true", help="rebuild even when the cached one is current")
+    reference.add_argument("--with", dest="extras", action="append", default=[], choices=["tokio"],
+                           help="also build a separate image with an extra: tokio (tokio's examples)")  # fmt: skip
     reference.set_defaults(handler=_cmd_image_reference)
     from hil.image.redox.assemble import add_assemble_arguments, add_ls_arguments
 
@@ -149,10 +157,45 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return doctor_command(terminal)
 
 
+def _add_bisect(commands: argparse._SubParsersAction) -> None:
+    bisect = commands.add_parser(
+        "bisect",
+        help="find the commit that made a run hang or crash (flaky-aware)",
+        description="hil bisect --repo R --good A --bad B [--build CMD] -- hil run SCENARIO ...   |   "
+        "hil bisect run-step [--runs N] [--signature S] -- hil run SCENARIO ...  (for `git bisect run`: "
+        "exits 0 good, 1 bad, 125 skip)",
+    )
+    bisect.add_argument("--repo", type=Path, help="the git repository to bisect")
+    bisect.add_argument("--good", help="a revision without the bug")
+    bisect.add_argument("--bad", help="a revision with the bug")
+    bisect.add_argument("--build", help="shell command run in the repository at each commit (failure: skip)")
+    bisect.add_argument("--runs", type=_positive_int, default=3,
+                        help="runs at each endpoint (the bad one: up to twice this until the bug shows); "
+                        "run-step: runs per commit")  # fmt: skip
+    bisect.add_argument("--confidence", type=_probability, default=0.95, help="stop at this confidence")
+    bisect.add_argument("--max-runs", type=_positive_int, default=200, help="give up after this many search runs")
+    bisect.add_argument("--signature", help="the bug's signature (default: the bad commit's first failure)")
+    bisect.add_argument("--failure-rate", type=_probability,
+                        help="run-step: how often a bad commit shows the bug (sets the runs)")  # fmt: skip
+    bisect.add_argument("--no-verify-good", action="store_true", help="do not run the good commit first")
+    bisect.add_argument("--timeout-factor", type=_positive_float,
+                        help="added to each `hil run` that lacks it (hang detection scales with it)")  # fmt: skip
+    bisect.add_argument("--log-dir", type=Path, help="where bisect-log.jsonl and the runs go")
+    bisect.add_argument("command", nargs=argparse.REMAINDER,
+                        help="after `--`: the hil run command line (or `run-step [options] -- ...`)")  # fmt: skip
+    bisect.set_defaults(handler=_cmd_bisect)
+
+
+def _cmd_bisect(args: argparse.Namespace) -> int:
+    from hil.bisect import bisect_command
+
+    return bisect_command(args, terminal)
+
+
 def _cmd_image_reference(args: argparse.Namespace) -> int:
     from hil.image.reference import reference_command
 
-    return reference_command(args.force, terminal)
+    return reference_command(args.force, terminal, extras=args.extras)
 
 
 def _cmd_image_assemble(args: argparse.Namespace) -> int:
@@ -179,6 +222,10 @@ def _cmd_image_ls(args: argparse.Namespace) -> int:
     return ls_command(args, terminal)
 
 
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -186,6 +233,13 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = _positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"{value} must be below 1")
     return value
 
 

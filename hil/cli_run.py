@@ -9,8 +9,10 @@ from rich.console import Console as Terminal
 from rich.status import Status
 from rich.table import Table
 
+from hil.errors import UsageError
 from hil.guest.stages import StageMark
 from hil.runner import RunObserver, RunOptions, RunResult, run_scenario
+from hil.runset import runset_command, runset_requested, single_run_reports
 from hil.scenario import load_scenario
 from hil.steps import StepResult
 from hil.verdict import Verdict
@@ -47,15 +49,21 @@ KEY_METRICS = ("iops", "lat_p50_us", "lat_p99_us", "ooo")
 
 
 def cases_table(result: StepResult) -> Table:
-    """A probe's cases, one row each, with the metrics people compare across kernels."""
+    """A probe's cases, one row each, with the metrics people compare across kernels (those present)."""
+    present = [name for name in KEY_METRICS if any(name in case.get("metrics", {}) for case in result.cases)]
     table = Table(show_edge=False, pad_edge=False, box=None)
-    for column in ("  #", "case", "status", *KEY_METRICS, "reason"):
-        table.add_column(column, justify="right" if column in KEY_METRICS else "left")
+    table.add_column("  #")
+    table.add_column("case", no_wrap=True)
+    table.add_column("status")
+    for name in present:
+        table.add_column(name, justify="right")
+    table.add_column("reason", overflow="fold")
     for case in result.cases:
         metrics = case.get("metrics", {})
-        values = [_metric(metrics.get(name)) for name in KEY_METRICS]
-        style = "green" if case["status"] in ("pass", "skip") else "red"
-        table.add_row(f"  {case['number']}", case["name"], f"[{style}]{case['status']}[/]", *values, case["reason"])
+        style = "green" if case["status"] in ("pass", "skip") else "yellow" if case.get("allowed_failure") else "red"
+        status = "known" if case.get("allowed_failure") else case["status"]
+        values = [_metric(metrics.get(name)) for name in present]
+        table.add_row(f"  {case['number']}", case["name"], f"[{style}]{status}[/]", *values, case["reason"])
     return table
 
 
@@ -67,11 +75,19 @@ def _metric(metric: dict | None) -> str:
 
 
 def run_command(args: argparse.Namespace, terminal: Terminal) -> int:
-    scenario = load_scenario(args.scenario)
+    from hil.tokio.cli import TOKIO_SCENARIO, run_tokio
+
+    if args.scenario == [TOKIO_SCENARIO]:  # a matrix of examples x smp, not a TOML scenario
+        return run_tokio(args, terminal)
+    if runset_requested(args):
+        return runset_command(args, terminal)
+    if not args.scenario:
+        raise UsageError("name a scenario (e.g. `hil run boot`) or a suite (`hil run --suite gate`)")
+    scenario = load_scenario(args.scenario[0])
     options = RunOptions(
         guest=args.guest,
         image=args.image,
-        smp=args.smp,
+        smp=args.smp[0] if args.smp else None,
         memory_mb=args.memory,
         accel=args.accel,
         timeout_factor=args.timeout_factor,
@@ -84,11 +100,13 @@ def run_command(args: argparse.Namespace, terminal: Terminal) -> int:
         kernel=args.kernel,
         initfs=args.initfs,
         snapshot=args.snapshot,
+        dump_guest_memory=getattr(args, "dump_guest_memory", False),
     )
     terminal.print(f"hil run [bold]{scenario.name}[/] on guest [bold]{options.guest or scenario.guest}[/]")
     with terminal.status("preparing") as status:
         result = run_scenario(scenario, options, LiveObserver(terminal, status))
     print_result(terminal, result)
+    single_run_reports(args, result.run_dir, terminal)
     return result.verdict.exit_code
 
 

@@ -1,0 +1,475 @@
+"""pytest plugin: booted guests as fixtures, hil's TOML scenarios as test items, isolated under pytest-xdist.
+
+Fixtures:
+- `hil_session`: a GuestSession booted to a shell for the test's needs (guest, machine, devices). Tests with
+  the same needs share one boot per worker, in order; `@pytest.mark.hil_fresh` or snapshots (`--hil-snapshot`,
+  `@pytest.mark.hil_snapshot`) give a test its own guest.
+- `hil_console` (the serial console: `run`, `expect`, `send`), `hil_qmp` (the QMP session), `hil_ssh`
+  (commands and file transfer over SSH, where the guest runs sshd).
+
+Markers: `hil_guest("reference")`, `hil_devices("nvme:nvme0", "xhci:xhci0", "usb-storage:usb0,controller=xhci0")`
+(or dicts written like scenario [[devices]] tables), `hil_machine(smp=4, memory=2048)`, `hil_fresh`,
+`hil_snapshot`.
+
+`pytest --hil-scenarios` collects hil's built-in scenarios (or the .toml paths given) as items; each runs
+through `run_scenario` and passes on verdict `pass`, else fails with the reason and the guest's last lines.
+
+Under pytest-xdist every worker keeps its run folders under `<artifacts>/<worker id>/`; sockets live in
+private temporary folders and forwarded ports are picked free per boot, so workers share nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import re
+import shlex
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hil.paths import new_run_dir, state_dir
+
+SSH_CONNECT_SECONDS = 30.0
+TOML_SCENARIO_KEYS = {"steps", "guest", "devices"}
+MARKERS = {
+    "hil_guest(name)": "the test needs this guest profile (skipped when --hil-guest names another)",
+    "hil_devices(*specs)": 'devices the guest boots with: "kind:id[,key=value...]" strings or device tables',
+    "hil_machine(smp=None, memory=None)": "machine size for this test's guest",
+    "hil_fresh": "the test gets a guest no other test has used",
+    "hil_snapshot": "start the test's guest from a snapshot of the booted machine (each test gets its own)",
+}
+
+
+# --- options and configuration ----------------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hil", "hil guests in QEMU")
+    group.addoption("--hil-image", type=Path, help="the guest image to boot (default: the guest's own)")
+    group.addoption("--hil-guest", help="guest profile for tests that do not name one (default: reference)")
+    group.addoption("--hil-smp", type=int, help="virtual CPUs for tests that do not say")
+    group.addoption("--hil-accel", default="auto", choices=("auto", "kvm", "tcg"), help="accelerator")
+    group.addoption("--hil-artifacts", type=Path, help="where run folders go (default: hil's state dir)")
+    group.addoption("--hil-snapshot", action="store_true", help="start every guest from a snapshot")
+    group.addoption(
+        "--hil-scenarios",
+        action="store_true",
+        help="collect hil's TOML scenarios (the built-in ones unless .toml paths are given)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    if config.getoption("hil_scenarios") and config.args_source != pytest.Config.ArgsSource.ARGS:
+        from hil.scenario import builtin_dir
+
+        config.args = [str(builtin_dir())]
+
+
+def worker_id(config: pytest.Config) -> str:
+    """xdist's worker id (gw0, gw1, ...), or "main" without xdist."""
+    workerinput = getattr(config, "workerinput", None)
+    return workerinput["workerid"] if workerinput else "main"
+
+
+def artifacts_dir(config: pytest.Config) -> Path:
+    base = config.getoption("hil_artifacts") or state_dir() / "pytest"
+    return Path(base) / worker_id(config)
+
+
+# --- what a test needs ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Needs:
+    """Everything that makes two tests' guests different; equal needs can share a boot."""
+
+    guest: str
+    smp: int | None
+    memory: int | None
+    devices: tuple[str, ...]  # device tables as canonical JSON
+    snapshot: bool
+
+
+def needs_of(item: pytest.Item) -> Needs:
+    config = item.config
+    wanted = config.getoption("hil_guest")
+    marker = item.get_closest_marker("hil_guest")
+    guest = marker.args[0] if marker else wanted or "reference"
+    if wanted and marker and guest != wanted:
+        pytest.skip(f"needs guest {guest!r}, this run is for {wanted!r}")
+    machine = item.get_closest_marker("hil_machine")
+    machine_kwargs = machine.kwargs if machine else {}
+    devices = item.get_closest_marker("hil_devices")
+    tables = [device_table(spec) for spec in (devices.args if devices else ())]
+    return Needs(
+        guest=guest,
+        smp=machine_kwargs.get("smp") or config.getoption("hil_smp"),
+        memory=machine_kwargs.get("memory"),
+        devices=tuple(json.dumps(table, sort_keys=True) for table in tables),
+        snapshot=bool(config.getoption("hil_snapshot") or item.get_closest_marker("hil_snapshot")),
+    )
+
+
+def device_table(spec: str | dict[str, Any]) -> dict[str, Any]:
+    """ "nvme:nvme0,size_mib=32" -> {"kind": "nvme", "id": "nvme0", "size_mib": 32}; tables pass through."""
+    if isinstance(spec, dict):
+        return dict(spec)
+    head, *options = spec.split(",")
+    kind, _, device_id = head.partition(":")
+    table: dict[str, Any] = {"kind": kind.strip(), "id": (device_id or kind).strip()}
+    for option in options:
+        key, _, value = option.partition("=")
+        table[key.strip()] = int(value) if value.strip().isdigit() else value.strip()
+    return table
+
+
+# --- booted guests ----------------------------------------------------------------------------------------
+
+
+def session_kwargs(snapshot: bool) -> dict[str, Any]:
+    """GuestSession keyword arguments this hil supports (snapshot restore came with the snapshot work)."""
+    from hil.session import GuestSession
+
+    accepted = inspect.signature(GuestSession).parameters
+    return {"snapshot": snapshot} if snapshot and "snapshot" in accepted else {}
+
+
+class SessionPool:
+    """At most one booted guest per worker at a time, reused while tests need the same one."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.session: Any = None
+        self.needs: Needs | None = None
+        self.ssh: GuestSsh | None = None
+        self.failed: dict[Needs, str] = {}
+        self._accel: Any = None
+
+    def acquire(self, needs: Needs, label: str, fresh: bool) -> Any:
+        if needs in self.failed:
+            pytest.fail(
+                f"the guest for these needs did not boot earlier in this worker: {self.failed[needs]}", pytrace=False
+            )
+        if self.session is not None and (fresh or needs != self.needs or not self._healthy()):
+            self.release()
+        if self.session is None:
+            self.session = self._boot(needs, label)
+            self.needs = needs
+        return self.session
+
+    def release(self) -> None:
+        if self.ssh is not None:
+            self.ssh.close()
+            self.ssh = None
+        if self.session is not None:
+            with contextlib.suppress(Exception):
+                self.session.close()
+        self.session, self.needs = None, None
+
+    def ssh_client(self) -> GuestSsh:
+        if self.ssh is None:
+            self.ssh = GuestSsh.connect(self.session)
+        return self.ssh
+
+    def _healthy(self) -> bool:
+        """A shared guest is reused only if QEMU runs and its shell still answers."""
+        if not self.session.machine.is_running():
+            return False
+        try:
+            self.session.console.resync(10.0)
+        except Exception:
+            return False
+        return True
+
+    def _boot(self, needs: Needs, label: str) -> Any:
+        from hil import session as session_module
+        from hil.errors import HilError
+        from hil.guest.stages import CrashSeen, StageTimeout
+        from hil.session import GuestSession
+
+        # A hot-added device the restored guest never shows is a boot failure too (snapshot sessions).
+        not_seen = getattr(session_module, "DeviceNotSeen", HilError)
+        run_dir = new_run_dir(_safe(label), parent=artifacts_dir(self.config))
+        session = None
+        try:
+            profile, options, factor = self._machine(needs)
+            session = GuestSession(
+                profile, options, run_dir, devices=self._devices(needs), factor=factor, **session_kwargs(needs.snapshot)
+            )
+            session.start()
+        except (HilError, StageTimeout, CrashSeen, TimeoutError, not_seen) as err:
+            if session is not None:
+                session.close()
+            self.failed[needs] = f"{type(err).__name__}: {err} (run folder {run_dir})"
+            pytest.fail(f"the guest did not boot: {self.failed[needs]}", pytrace=False)
+        return session
+
+    def _machine(self, needs: Needs) -> tuple[Any, Any, float]:
+        from hil.guest.profiles import GuestOptions, get_profile
+        from hil.qemu.accel import choose_accel
+        from hil.runner import DEFAULT_FACTOR
+
+        profile = get_profile(needs.guest)
+        options = GuestOptions(image=self.config.getoption("hil_image"), smp=needs.smp, memory_mb=needs.memory)
+        if self._accel is None:
+            self._accel = choose_accel(self.config.getoption("hil_accel"), profile.probe_kernel(options))
+        options = GuestOptions(**{**_as_dict(options), "accel": self._accel.name})
+        return profile, options, DEFAULT_FACTOR[self._accel.name]
+
+    def _devices(self, needs: Needs) -> list[Any]:
+        """Device objects are built anew for every boot: they hold per-run overlays and ports."""
+        from hil.devices.catalog import DeviceSpecError, device_from_table
+        from hil.session import PlannedDevice
+
+        planned = []
+        for index, text in enumerate(needs.devices):
+            try:
+                device, at_boot = device_from_table(json.loads(text), index)
+            except DeviceSpecError as err:
+                raise pytest.UsageError(f"hil_devices({text}): {err}") from None
+            planned.append(PlannedDevice(device, at_boot))
+        return planned
+
+
+@pytest.fixture(scope="session")
+def hil_pool(request: pytest.FixtureRequest) -> Iterator[SessionPool]:
+    pool = SessionPool(request.config)
+    yield pool
+    pool.release()
+
+
+@pytest.fixture
+def hil_session(request: pytest.FixtureRequest, hil_pool: SessionPool) -> Iterator[Any]:
+    """A guest booted to a shell for this test's needs (see the module docstring)."""
+    needs = needs_of(request.node)
+    fresh = needs.snapshot or request.node.get_closest_marker("hil_fresh") is not None
+    session = hil_pool.acquire(needs, request.node.name, fresh)
+    request.node.user_properties.append(("hil_run_dir", str(session.run_dir)))
+    yield session
+    if fresh:
+        hil_pool.release()
+
+
+@pytest.fixture
+def hil_console(hil_session: Any) -> Any:
+    """The guest's serial console: `run(cmd)` -> CommandResult, `expect([...], timeout)`, `send(text)`."""
+    return hil_session.console
+
+
+@pytest.fixture
+def hil_qmp(hil_session: Any) -> Any:
+    """The QMP session of the guest's QEMU: `execute(command, arguments)`, `events()`, `wait_event(...)`."""
+    return hil_session.machine.qmp
+
+
+@pytest.fixture
+def hil_ssh(hil_session: Any, hil_pool: SessionPool) -> GuestSsh:
+    """SSH into the guest (skips when its profile has no SSH server)."""
+    if hil_session.profile.ssh_access(hil_session.options) is None:
+        pytest.skip(f"guest {hil_session.profile.name} has no SSH server")
+    return hil_pool.ssh_client()
+
+
+# --- SSH ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SshResult:
+    status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0
+
+
+class GuestSsh:
+    """Commands and files over SSH. Files go by SFTP when the guest has an sftp-server, else through
+    `cat` on an exec channel (the reference guest's dropbear has none)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._sftp: Any = None
+        self.uses_sftp = self._open_sftp()
+
+    @classmethod
+    def connect(cls, session: Any, timeout: float = SSH_CONNECT_SECONDS) -> GuestSsh:
+        import paramiko
+
+        access = session.profile.ssh_access(session.options)
+        deadline = time.monotonic() + timeout * session.factor
+        while True:
+            client = paramiko.SSHClient()
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # a new guest key every boot
+            try:
+                client.connect(
+                    "127.0.0.1",
+                    port=session.ssh_port,
+                    username=access.user,
+                    key_filename=str(access.key_file),
+                    look_for_keys=False,
+                    allow_agent=False,
+                    timeout=10,
+                    banner_timeout=10,
+                    auth_timeout=10,
+                )
+                return cls(client)
+            except (OSError, paramiko.SSHException):
+                client.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def run(self, command: str, timeout: float = 60.0, stdin: bytes | None = None) -> SshResult:
+        channel = self.client.get_transport().open_session(timeout=timeout)
+        channel.settimeout(timeout)
+        channel.exec_command(command)
+        if stdin is not None:
+            channel.sendall(stdin)
+        channel.shutdown_write()
+        stdout, stderr = _drain(channel)
+        return SshResult(channel.recv_exit_status(), stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+
+    def put(self, data: bytes | Path, remote: str, mode: int = 0o644) -> None:
+        payload = data.read_bytes() if isinstance(data, Path) else data
+        if self._sftp is not None:
+            with self._sftp.open(remote, "wb") as handle:
+                handle.write(payload)
+            self._sftp.chmod(remote, mode)
+            return
+        quoted = shlex.quote(remote)
+        done = self.run(f"cat > {quoted} && chmod {mode:o} {quoted}", stdin=payload)
+        if not done.ok:
+            raise OSError(f"writing {remote} in the guest failed ({done.status}): {done.stderr.strip()}")
+
+    def get(self, remote: str) -> bytes:
+        if self._sftp is not None:
+            with self._sftp.open(remote, "rb") as handle:
+                return handle.read()
+        channel = self.client.get_transport().open_session()
+        channel.exec_command(f"cat {shlex.quote(remote)}")
+        channel.shutdown_write()
+        stdout, stderr = _drain(channel)
+        status = channel.recv_exit_status()
+        if status != 0:
+            raise OSError(f"reading {remote} in the guest failed ({status}): {stderr.decode(errors='replace').strip()}")
+        return stdout
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):
+                self._sftp.close()
+        self.client.close()
+
+    def _open_sftp(self) -> bool:
+        import paramiko
+
+        try:
+            self._sftp = self.client.open_sftp()
+        except (paramiko.SSHException, EOFError, OSError):
+            self._sftp = None
+        return self._sftp is not None
+
+
+def _drain(channel: Any) -> tuple[bytes, bytes]:
+    """Read stdout and stderr to the end together, so neither pipe fills and blocks the other."""
+    stdout, stderr = bytearray(), bytearray()
+    while True:
+        progressed = False
+        if channel.recv_ready():
+            stdout += channel.recv(65536)
+            progressed = True
+        if channel.recv_stderr_ready():
+            stderr += channel.recv_stderr(65536)
+            progressed = True
+        pending = channel.recv_ready() or channel.recv_stderr_ready()
+        if channel.exit_status_ready() and not pending and (channel.eof_received or channel.closed):
+            return bytes(stdout), bytes(stderr)
+        if not progressed:
+            time.sleep(0.005)
+
+
+# --- TOML scenarios as test items ---------------------------------------------------------------------------
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.suffix != ".toml" or not parent.config.getoption("hil_scenarios"):
+        return None
+    try:
+        data = tomllib.loads(file_path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    if not TOML_SCENARIO_KEYS & set(data):  # pyproject.toml, suites and other TOML files are not scenarios
+        return None
+    return ScenarioFile.from_parent(parent, path=file_path)
+
+
+class ScenarioFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        yield ScenarioItem.from_parent(self, name=self.path.stem)
+
+
+class ScenarioFailed(Exception):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+class ScenarioItem(pytest.Item):
+    """One scenario file, run by hil's runner; the test passes when the verdict is pass."""
+
+    def runtest(self) -> None:
+        from hil.runner import RunOptions, run_scenario
+        from hil.scenario import load_scenario
+
+        config = self.config
+        run_dir = new_run_dir(_safe(self.name), parent=artifacts_dir(config))
+        wanted = {
+            "guest": config.getoption("hil_guest"),
+            "image": config.getoption("hil_image"),
+            "smp": config.getoption("hil_smp"),
+            "accel": config.getoption("hil_accel"),
+            "report_dir": run_dir,
+            "snapshot": True if config.getoption("hil_snapshot") else None,
+        }
+        known = {field.name for field in fields(RunOptions)}
+        options = RunOptions(**{key: value for key, value in wanted.items() if key in known})
+        result = run_scenario(load_scenario(str(self.path)), options)
+        self.user_properties += [("hil_verdict", str(result.verdict)), ("hil_run_dir", str(result.run_dir))]
+        if str(result.verdict) != "pass":
+            raise ScenarioFailed(_failure_text(result.run_dir))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, ScenarioFailed):
+            return excinfo.value.text
+        return str(super().repr_failure(excinfo, style=style))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"hil scenario {self.name}"
+
+
+def _failure_text(run_dir: Path) -> str:
+    from hil.reports.facts import last_console_lines
+    from hil.runset import RunSetResult
+
+    cell = RunSetResult.from_run_dirs([run_dir]).cells[0]
+    lines = [f"verdict {cell.verdict}: {cell.reason}", f"run folder: {run_dir}", "last console lines:"]
+    return "\n".join([*lines, *("  | " + line for line in last_console_lines(cell, 25))])
+
+
+def _as_dict(options: Any) -> dict[str, Any]:
+    return {field.name: getattr(options, field.name) for field in fields(options)}
+
+
+def _safe(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", label)[:48].strip("-") or "test"

@@ -1,0 +1,94 @@
+"""The live view of a run set while it runs: a table of cells with state, try, elapsed time and activity.
+
+On a terminal it redraws in place (rich Live); in a CI log, where redrawing only adds noise, each cell
+prints one line when it starts and one when it ends.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from rich.console import Console as Terminal
+from rich.live import Live
+from rich.markup import escape
+from rich.spinner import Spinner
+from rich.table import Table
+
+from hil.reports.summary import VERDICT_STYLE
+from hil.runset import CellProgress, ProgressCallback
+
+REFRESH_PER_SECOND = 4
+
+
+class ProgressTable:
+    """Renders the cells' progress each time rich refreshes the live display."""
+
+    def __init__(self, cells: Sequence[CellProgress]) -> None:
+        self.cells = cells
+        self.spinners = {cell.cell.id: Spinner("dots", text="running", style="cyan") for cell in cells}
+
+    def __rich__(self) -> Table:
+        done = sum(1 for cell in self.cells if cell.state not in ("queued", "running"))
+        running = sum(1 for cell in self.cells if cell.state == "running")
+        table = Table(title=f"{done}/{len(self.cells)} done, {running} running", title_justify="left", show_edge=False)
+        for column, justify in (
+            ("run", "left"),
+            ("status", "left"),
+            ("try", "right"),
+            ("elapsed", "right"),
+            ("activity", "left"),
+        ):
+            table.add_column(column, justify=justify, no_wrap=True, overflow="ellipsis")
+        for cell in self.cells:
+            table.add_row(
+                escape(cell.cell.title),
+                self._status(cell),
+                str(cell.attempt or ""),
+                f"{cell.elapsed():.1f} s" if cell.started else "",
+                escape(cell.activity),
+            )
+        return table
+
+    def _status(self, cell: CellProgress) -> Spinner | str:
+        if cell.state == "running":
+            return self.spinners[cell.cell.id]
+        if cell.state == "queued":
+            return "[dim]queued[/]"
+        return f"[{VERDICT_STYLE.get(cell.state, '')}]{cell.state}[/]"
+
+
+@contextmanager
+def live_progress(terminal: Terminal, cells: Sequence[CellProgress]) -> Iterator[ProgressCallback]:
+    """Yields the callback a RunSetRunner calls on every change of a cell."""
+    if terminal.is_terminal:
+        with Live(ProgressTable(cells), console=terminal, refresh_per_second=REFRESH_PER_SECOND, transient=False):
+            yield lambda progress: None  # Live redraws from the shared progress objects by itself
+        return
+    yield _line_printer(terminal, len(cells))
+
+
+def _line_printer(terminal: Terminal, total: int) -> ProgressCallback:
+    lock = threading.Lock()
+    announced: set[tuple[str, int]] = set()
+    finished: set[str] = set()
+
+    def on_change(progress: CellProgress) -> None:
+        key = (progress.cell.id, progress.attempt)
+        with lock:
+            if progress.state == "running" and key not in announced:
+                announced.add(key)
+                again = f" (try {progress.attempt})" if progress.attempt > 1 else ""
+                terminal.print(f"start {escape(progress.cell.title)}{again}", highlight=False)
+            elif progress.state not in ("queued", "running") and progress.cell.id not in finished:
+                finished.add(progress.cell.id)
+                style = VERDICT_STYLE.get(progress.state, "")
+                terminal.print(
+                    f"[{len(finished)}/{total}] {escape(progress.cell.title)}: [{style}]{progress.state}[/] "
+                    f"({progress.elapsed():.1f} s) {escape(progress.activity)}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+
+    return on_change

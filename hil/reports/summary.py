@@ -1,0 +1,51 @@
+"""The terminal summary of a run set: one row per run, the verdicts counted, where the reports are."""
+
+from __future__ import annotations
+
+from rich.console import Console as Terminal
+from rich.markup import escape
+from rich.table import Table
+
+from hil.reports.facts import first_line, ready_seconds
+from hil.runset import RunSetResult
+
+VERDICT_STYLE = {
+    "pass": "bold green",
+    "fail": "bold red",
+    "crash": "bold red",
+    "hang": "bold magenta",
+    "infra": "bold yellow",
+}
+
+
+def summary_table(result: RunSetResult) -> Table:
+    table = Table(title=f"run set {result.name}", show_edge=False, title_justify="left")
+    table.add_column("run")
+    table.add_column("verdict")
+    table.add_column("ready (s)", justify="right")
+    table.add_column("run (s)", justify="right")
+    table.add_column("tries", justify="right")
+    table.add_column("reason", overflow="fold")
+    for cell in result.cells:
+        ready = ready_seconds(cell.report)
+        style = VERDICT_STYLE.get(cell.verdict, "")
+        table.add_row(
+            escape(cell.cell.title),
+            f"[{style}]{cell.verdict}[/]",
+            f"{ready:.2f}" if ready is not None else "-",
+            f"{cell.seconds:.1f}",
+            str(len(cell.attempts)),
+            escape(first_line(cell.reason)),
+        )
+    return table
+
+
+def verdict_line(result: RunSetResult) -> str:
+    counts = ", ".join(f"{count} {verdict}" for verdict, count in result.counts.items() if count)
+    style = VERDICT_STYLE.get(result.verdict, "")
+    return f"verdict: [{style}]{result.verdict}[/]  {counts} of {len(result.cells)} runs in {result.duration_s:.1f} s"
+
+
+def print_summary(terminal: Terminal, result: RunSetResult) -> None:
+    terminal.print(summary_table(result))
+    terminal.print(verdict_line(result), soft_wrap=True)
