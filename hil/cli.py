@@ -189,7 +189,8 @@ def _add_bisect(commands: argparse._SubParsersAction) -> None:
 def _cmd_bisect(args: argparse.Namespace) -> int:
     from hil.bisect import bisect_command
 
-    return bisect_command(args, terminal)
+    # Signatures hold brackets ("hang:livelock:[user]") that rich would take for markup.
+    return bisect_command(args, Terminal(markup=False, highlight=False))
 
 
 def _cmd_image_reference(args: argparse.Namespace) -> int:
