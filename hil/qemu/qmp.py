@@ -109,10 +109,10 @@ class QmpSession:
     def close(self) -> None:
         if self._client.runstate != Runstate.IDLE:
             with contextlib.suppress(Exception):
-                self._call(self._client.disconnect(), timeout=5)
+                self._call(self._client.disconnect(), timeout=2)
         self._mark_disconnected("closed by hil")
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        self._thread.join(2)
         if not self._loop.is_running():
             self._loop.close()
         if self._log:
