@@ -1,9 +1,13 @@
 """Where hil keeps its cache, its run folders and its private sockets."""
 
+import contextlib
+import fcntl
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -42,3 +46,22 @@ def new_socket_dir() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     base = Path(runtime) if runtime and Path(runtime).is_dir() else Path(tempfile.gettempdir())
     return Path(tempfile.mkdtemp(prefix="hil-", dir=base))
+
+
+@contextlib.contextmanager
+def cache_lock(lock_file: Path, console: Any = None, waiting: str = "") -> Iterator[None]:
+    """One maker at a time for a cached artifact (parallel test workers all ask for it at once).
+
+    Says `waiting` on `console` (a rich Console) while another process holds the lock.
+    """
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with console.status(waiting) if console is not None and waiting else contextlib.nullcontext():
+                fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -7,7 +7,6 @@ load_reference() needs neither apt nor a build. The SSH key pair is made once an
 """
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -34,7 +33,7 @@ from hil.image.cpio import NewcWriter
 from hil.image.elfdeps import GuestFile, runtime_files
 from hil.image.kmodules import StagedModules, stage_modules
 from hil.image.static_c import StaticProgram
-from hil.paths import cache_dir, private_dir
+from hil.paths import cache_dir, cache_lock, private_dir
 from hil.uring_probe.build import LINUX_PROBE
 
 # Programs hil compiles from its own sources into every reference image.
@@ -274,7 +273,7 @@ def build_reference(force: bool = False, console: Console | None = None, extras:
     console = console or Console(stderr=True)
     wanted = [load_extra(name) for name in dict.fromkeys(extras)]
     base = private_dir(reference_base())
-    with _build_lock(base, console):
+    with cache_lock(base / ".lock", console, "Waiting for another hil process building the reference guest"):
         _remove_leftovers(base)
         spec = load_spec()
         public_key = ensure_ssh_key(base / KEY_NAME)
@@ -305,7 +304,7 @@ def _with_extras(image: ReferenceImage, extras: list[ExtraOverlay], force: bool,
     """The base image plus the extras' overlays, in a folder of its own keyed by all of them."""
     key = extras_key(image.key, {extra.name: extra.key for extra in extras})
     folder = private_dir(reference_base() / EXTRAS_DIR)
-    with _build_lock(folder, console):
+    with cache_lock(folder / ".lock", console, "Waiting for another hil process building the reference guest"):
         existing = None if force else load_reference_from(folder / key)
         if existing is not None:
             return existing
@@ -345,21 +344,6 @@ def _link_or_copy(source: Path, destination: Path) -> None:
         os.link(source, destination)
     except OSError:  # another filesystem, or links not allowed: a copy does as well
         shutil.copy2(source, destination)
-
-
-@contextlib.contextmanager
-def _build_lock(base: Path, console: Console) -> Iterator[None]:
-    """One build at a time per cache (parallel test workers all ask for the image at once)."""
-    with (base / ".lock").open("w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            with console.status("Waiting for another hil process building the reference guest"):
-                fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _remove_leftovers(base: Path) -> None:

@@ -50,19 +50,20 @@ class StaticProgram:
         # A temporary name, so an interrupted build never leaves a half-written program behind.
         partial = out_dir / f".{self.name}.{os.getpid()}.partial"
         try:
-            _compile(self.name, [compiler, *CFLAGS, "-o", str(partial), str(self.source_dir / self.main)])
+            run_compiler(self.name, [compiler, *CFLAGS, "-o", str(partial), str(self.source_dir / self.main)])
             os.replace(partial, output)
         finally:
             partial.unlink(missing_ok=True)
         return output
 
 
-def _compile(name: str, argv: list[str]) -> None:
+def run_compiler(name: str, argv: list[str], timeout: float = BUILD_TIMEOUT_S) -> None:
+    """Run a compiler or linker; InfraError with its own words and the install fix when it fails."""
     command = " ".join(argv)
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise InfraError(f"building {name} took over {BUILD_TIMEOUT_S} s\n  command: {command}") from exc
+        raise InfraError(f"building {name} took over {timeout:.0f} s\n  command: {command}") from exc
     except OSError as exc:
         raise InfraError(f"cannot run {argv[0]}: {exc}\n  fix: {INSTALL_FIX}") from exc
     if result.returncode != 0:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 from hil.errors import InfraError, UsageError
+from hil.image.static_c import run_compiler
 from hil.initfs_probe import layout, spec
 from hil.initfs_probe.abi import ABIS, DEFAULT_ABI, KernelAbi
 
@@ -139,19 +139,7 @@ def _compile(work: Path, headers: dict[str, str]) -> bytes:
 
 
 def _run(argv: list[str]) -> None:
-    command = " ".join(argv)
-    try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise InfraError(f"building {spec.PROGRAM} took over {BUILD_TIMEOUT_S} s\n  command: {command}") from exc
-    except OSError as exc:
-        raise InfraError(f"cannot run {argv[0]}: {exc}\n  fix: {INSTALL_FIX}") from exc
-    if result.returncode != 0:
-        said = "\n".join(f"    {line}" for line in (result.stderr or result.stdout).strip().splitlines())
-        raise InfraError(
-            f"building {spec.PROGRAM} failed (exit {result.returncode})\n  command: {command}\n"
-            f"  compiler said:\n{said or '    (no output)'}\n  fix: {INSTALL_FIX}"
-        )
+    run_compiler(spec.PROGRAM, argv, BUILD_TIMEOUT_S)
 
 
 def _layout(elf: bytes) -> bytes:

@@ -13,7 +13,6 @@ and ports taken out, the digests of every boot file, QEMU's version, hil's versi
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
@@ -23,13 +22,12 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from hil import __version__
 from hil.errors import InfraError
-from hil.paths import cache_dir, private_dir
+from hil.paths import cache_dir, cache_lock, private_dir
 from hil.qemu.qmp import QmpSession
 from hil.qemu.spec import MachineSpec, RunPaths
 
@@ -113,16 +111,9 @@ def prune_snapshots(keep: str | None = None) -> list[str]:
     return removed
 
 
-@contextlib.contextmanager
-def snapshot_lock(key: str) -> Iterator[None]:
+def snapshot_lock(key: str) -> contextlib.AbstractContextManager[None]:
     """One maker per key: parallel workers wanting the same snapshot wait for the first to save it."""
-    root = private_dir(snapshot_root())
-    with (root / f".{key}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return cache_lock(private_dir(snapshot_root()) / f".{key}.lock")
 
 
 def save_snapshot(qmp: QmpSession, key: str, disk_overlay: Path | None, meta: dict) -> Snapshot:

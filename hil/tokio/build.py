@@ -14,8 +14,6 @@ guest's initramfs that puts the binaries in /usr/lib/hil/tokio-examples.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -24,7 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from rich.console import Console
 from hil.errors import InfraError
 from hil.image.cpio import NewcWriter
 from hil.image.reference import ExtraOverlay
-from hil.paths import cache_dir, private_dir
+from hil.paths import cache_dir, cache_lock, private_dir
 from hil.tokio.examples import (
     CRATES,
     DEBIAN_PACKAGES,
@@ -243,25 +241,11 @@ def build_examples(
     """The examples for the current crates and compiler: from the cache, or built now (minutes the first time)."""
     console = console or Console(stderr=True)
     base = private_dir(tokio_base())
-    with _lock(base, console):
+    with cache_lock(base / ".lock", console, "Waiting for another hil process building tokio's examples"):
         with console.status("Resolving the tokio examples' crates with cargo"):
             plan = plan_build(examples)
         cached = None if force else load_build(plan.key)
         return cached or _build(plan, base, console)
-
-
-@contextlib.contextmanager
-def _lock(base: Path, console: Console) -> Iterator[None]:
-    with (base / ".lock").open("w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            with console.status("Waiting for another hil process building tokio's examples"):
-                fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _build(plan: TokioPlan, base: Path, console: Console) -> TokioBuild:
