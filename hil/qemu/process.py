@@ -162,3 +162,5 @@ def install_signal_handlers() -> None:
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _exit)
+    # A parent that ignores SIGINT (CI runners, xdist workers) passes that on; Ctrl-C must still stop runs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
