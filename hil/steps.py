@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hil import netio
 from hil.devices.net import E1000, GUEST_HOST_ADDRESS
 from hil.guest.console import CommandTimeout, ConsoleClosed
 from hil.qemu.qmp import QmpCommandError
@@ -228,7 +229,7 @@ def _tcp_exchange(port: int, payload: bytes, want: int, timeout: float) -> tuple
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=max(0.5, deadline - time.monotonic())) as conn:
                 conn.sendall(payload)
-                got = _read_until(conn, want, deadline)
+                got = netio.read_exactly(conn, want, deadline)
                 if got:
                     return got, None
                 problem = "connection closed with no echo (no listener in the guest?)"
@@ -238,32 +239,9 @@ def _tcp_exchange(port: int, payload: bytes, want: int, timeout: float) -> tuple
     return b"", f"{problem} within {timeout:.0f} s"
 
 
-def _read_until(conn: socket.socket, want: int, deadline: float) -> bytes:
-    got = b""
-    while len(got) < want and time.monotonic() < deadline:
-        conn.settimeout(max(0.1, deadline - time.monotonic()))
-        try:
-            chunk = conn.recv(65536)
-        except TimeoutError:
-            break
-        if not chunk:
-            break
-        got += chunk
-    return got
-
-
 def _udp_exchange(port: int, payload: bytes, want: int, timeout: float) -> tuple[bytes, str | None]:
-    deadline = time.monotonic() + timeout
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        while time.monotonic() < deadline:
-            sock.sendto(payload, ("127.0.0.1", port))
-            sock.settimeout(min(1.0, max(0.1, deadline - time.monotonic())))
-            try:
-                got, _ = sock.recvfrom(65536)
-                return got, None
-            except (TimeoutError, ConnectionError):
-                continue  # the guest's listener may not be up yet: datagrams are cheap to resend
-    return b"", f"no UDP echo within {timeout:.0f} s"
+    got = netio.udp_exchange(port, payload, time.monotonic() + timeout)
+    return (got, None) if got is not None else (b"", f"no UDP echo within {timeout:.0f} s")
 
 
 def _host_receive(session: GuestSession, step: Step, timeout: float) -> StepResult:
@@ -297,7 +275,7 @@ def _receive(listener: socket.socket, proto: str, want: int, deadline: float) ->
             return listener.recvfrom(65536)[0]
         conn, _ = listener.accept()
         with conn:
-            return _read_until(conn, want, deadline)
+            return netio.read_exactly(conn, want, deadline)
     except TimeoutError:
         return b""
 

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from hil.errors import InfraError, UsageError
 from hil.image import reference
+from hil.netio import read_exactly
 from hil.tokio import build, drivers, matrix, source
 from hil.tokio.examples import (
     CRATES,
@@ -27,7 +28,7 @@ from hil.tokio.examples import (
     TOKIO_TAG,
     applicable_examples,
 )
-from hil.tokio.host import HostServer, read_exactly, udp_exchange
+from hil.tokio.host import HostServer, udp_exchange
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "hil-tokio-examples" / "recipe.toml"

@@ -20,17 +20,11 @@ from dataclasses import dataclass
 
 from hil.devices.net import GUEST_ADDRESS, GUEST_HOST_ADDRESS
 from hil.guest.console import CommandResult
+from hil.netio import read_exactly, read_line, read_to_end
 from hil.session import GuestSession
 from hil.tokio.examples import EXAMPLES_BY_NAME
 from hil.tokio.guest import DriverFailure, DriverLog, GuestJobs
-from hil.tokio.host import (
-    HostServer,
-    read_exactly,
-    read_line,
-    read_to_end,
-    tcp_connect,
-    udp_exchange,
-)
+from hil.tokio.host import HostServer, tcp_connect, udp_exchange
 
 LISTENING = "Listening on: "
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from hil import netio
 from hil.tokio.guest import DriverFailure, DriverLog
 
 RETRY_PAUSE_S = 0.3
@@ -29,69 +30,13 @@ def tcp_connect(port: int, deadline: float) -> socket.socket:
     raise DriverFailure(f"cannot connect to the forward 127.0.0.1:{port}: {problem}")
 
 
-def read_exactly(conn: socket.socket, size: int, deadline: float) -> bytes:
-    """Up to `size` bytes; fewer when the peer closes or the deadline passes."""
-    got = b""
-    while len(got) < size and time.monotonic() < deadline:
-        conn.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            chunk = conn.recv(min(65536, size - len(got)))
-        except TimeoutError:
-            break
-        except ConnectionError:  # reset: QEMU found nothing listening in the guest
-            break
-        if not chunk:
-            break
-        got += chunk
-    return got
-
-
-def read_line(conn: socket.socket, deadline: float) -> bytes:
-    """One line (without its newline); b"" if the peer closed or the deadline passed first."""
-    got = b""
-    while not got.endswith(b"\n") and time.monotonic() < deadline:
-        conn.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            chunk = conn.recv(1)
-        except TimeoutError:
-            break
-        except ConnectionError:  # reset: QEMU found nothing listening in the guest
-            break
-        if not chunk:
-            break
-        got += chunk
-    return got.rstrip(b"\r\n") if got.endswith(b"\n") else b""
-
-
-def read_to_end(conn: socket.socket, deadline: float) -> bytes:
-    got = b""
-    while time.monotonic() < deadline:
-        conn.settimeout(max(0.05, deadline - time.monotonic()))
-        try:
-            chunk = conn.recv(65536)
-        except TimeoutError:
-            break
-        except ConnectionError:  # reset: QEMU found nothing listening in the guest
-            break
-        if not chunk:
-            break
-        got += chunk
-    return got
-
-
 def udp_exchange(port: int, payload: bytes, deadline: float, log: DriverLog) -> bytes:
     """Send a datagram to a forwarded UDP port until an answer comes back (datagrams may be lost)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        while time.monotonic() < deadline:
-            sock.sendto(payload, ("127.0.0.1", port))
-            sock.settimeout(min(1.0, max(0.05, deadline - time.monotonic())))
-            try:
-                got, _ = sock.recvfrom(65536)
-            except (TimeoutError, ConnectionError):
-                continue
-            log.note(f"udp 127.0.0.1:{port}: sent {_show(payload)}, got {_show(got)}")
-            return got
-    raise DriverFailure(f"no UDP answer through 127.0.0.1:{port} to {_show(payload)}")
+    got = netio.udp_exchange(port, payload, deadline)
+    if got is None:
+        raise DriverFailure(f"no UDP answer through 127.0.0.1:{port} to {_show(payload)}")
+    log.note(f"udp 127.0.0.1:{port}: sent {_show(payload)}, got {_show(got)}")
+    return got
 
 
 class HostServer:
