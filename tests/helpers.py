@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import time
 from pathlib import Path
 
@@ -32,3 +33,18 @@ def process_gone(pid: int, timeout: float = 10) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def git_in(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def commit_files(repo: Path, message: str, files: dict[str, str]) -> str:
+    """Write `files` (relative paths) into `repo`, commit them all, return the new commit's hash."""
+    for name, content in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    git_in(repo, "add", "-A")
+    git_in(repo, "-c", "user.name=dev", "-c", "user.email=dev@example.org", "commit", "-q", "-m", message)
+    return git_in(repo, "rev-parse", "HEAD")

@@ -14,7 +14,6 @@ unreproduced bad commit is expected in about 1.5 % of runs (measured on the simu
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from hil.cli import main as hil_main
+from tests.helpers import commit_files, git_in
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 
@@ -66,33 +66,18 @@ HELPER_HOOK = textwrap.dedent(
 )
 
 
-def _git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True)
-    return done.stdout.strip()
-
-
-def _commit(repo: Path, message: str, files: dict[str, str]) -> str:
-    for name, content in files.items():
-        path = repo / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-    _git(repo, "add", "-A")
-    _git(repo, "-c", "user.name=dev", "-c", "user.email=dev@example.org", "commit", "-q", "-m", message)
-    return _git(repo, "rev-parse", "HEAD")
-
-
 @pytest.fixture
 def hooks_repo(tmp_path: Path) -> tuple[Path, list[str]]:
     repo = tmp_path / "hooks-repo"
     repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
+    git_in(repo, "init", "-q", "-b", "main")
     greet = '#!/bin/sh\necho "hooks: hello"\n'
     return repo, [
-        _commit(repo, "Greet from an init hook", {"build.py": BUILD, "hooks/10-greet.sh": greet}),
-        _commit(repo, "Describe the hooks", {"README": "Init hooks of the test guest.\n"}),
-        _commit(repo, "Start the helper daemon and wait until it is ready", {"hooks/50-helper.sh": HELPER_HOOK}),
-        _commit(repo, "Greet more politely", {"hooks/10-greet.sh": '#!/bin/sh\necho "hooks: hello, world"\n'}),
-        _commit(repo, "Print the uptime", {"hooks/60-uptime.sh": "#!/bin/sh\ncat /proc/uptime\n"}),
+        commit_files(repo, "Greet from an init hook", {"build.py": BUILD, "hooks/10-greet.sh": greet}),
+        commit_files(repo, "Describe the hooks", {"README": "Init hooks of the test guest.\n"}),
+        commit_files(repo, "Start the helper daemon and wait until it is ready", {"hooks/50-helper.sh": HELPER_HOOK}),
+        commit_files(repo, "Greet more politely", {"hooks/10-greet.sh": '#!/bin/sh\necho "hooks: hello, world"\n'}),
+        commit_files(repo, "Print the uptime", {"hooks/60-uptime.sh": "#!/bin/sh\ncat /proc/uptime\n"}),
     ]
 
 
@@ -118,4 +103,4 @@ def test_bisect_names_the_commit_that_made_boot_freeze_sometimes(
     runs = [e for e in events if e["event"] == "run"]
     assert any(r["outcome"] == "pass" for r in runs if r["commit"] == shas[-1]) or result["p"] > 0.4
     assert f"{shas[2]} is the first bad commit" in (log_dir / "git-bisect-log.txt").read_text() + printed
-    assert _git(repo, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+    assert git_in(repo, "rev-parse", "--abbrev-ref", "HEAD") == "main"

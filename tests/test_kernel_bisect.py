@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from hil.cli import main as hil_main
+from tests.helpers import commit_files, git_in
 
 PACKAGES = os.environ.get("HIL_REDOX_PKGS")
 pytestmark = [
@@ -47,27 +47,15 @@ BUILD = textwrap.dedent(
 )
 
 
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
-
-
-def _commit(repo: Path, message: str, files: dict[str, str]) -> str:
-    for name, content in files.items():
-        (repo / name).write_text(content)
-    _git(repo, "add", "-A")
-    _git(repo, "-c", "user.name=dev", "-c", "user.email=dev@example.org", "commit", "-q", "-m", message)
-    return _git(repo, "rev-parse", "HEAD")
-
-
 def test_bisect_names_the_commit_whose_initfs_spins(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     repo = tmp_path / "initfs-repo"
     repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
+    git_in(repo, "init", "-q", "-b", "main")
     shas = [
-        _commit(repo, "Boot hil's probe", {"build.py": BUILD}),
-        _commit(repo, "Describe the repo", {"README": "The initfs of a kernel gate.\n"}),
-        _commit(repo, "Start with a tight loop", {"entry.hex": "ebfe"}),  # jmp $: the bootstrap never reports
-        _commit(repo, "Say more in the README", {"README": "The initfs of a kernel gate, built by build.py.\n"}),
+        commit_files(repo, "Boot hil's probe", {"build.py": BUILD}),
+        commit_files(repo, "Describe the repo", {"README": "The initfs of a kernel gate.\n"}),
+        commit_files(repo, "Start with a tight loop", {"entry.hex": "ebfe"}),  # jmp $: the bootstrap never reports
+        commit_files(repo, "Say more in the README", {"README": "The initfs of a kernel gate, built by build.py.\n"}),
     ]
     initfs, log_dir = tmp_path / "boot.initfs", tmp_path / "bisect"
     build = f"PYTHONPATH={SOURCE_ROOT} {sys.executable} build.py {initfs} {tmp_path / 'probe-cache'}"
