@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -48,3 +49,18 @@ def commit_files(repo: Path, message: str, files: dict[str, str]) -> str:
     git_in(repo, "add", "-A")
     git_in(repo, "-c", "user.name=dev", "-c", "user.email=dev@example.org", "commit", "-q", "-m", message)
     return git_in(repo, "rev-parse", "HEAD")
+
+
+def run_bisect(repo: Path, good: str, bad: str, build: str, runs: int, log_dir: Path, run: list[str], capsys) -> tuple:
+    """`hil bisect` as a user types it: (exit code, what it printed, result event, signature, every event)."""
+    from hil.cli import main as hil_main
+
+    options = ["--build", build, "--runs", str(runs), "--timeout-factor", "0.25", "--log-dir", str(log_dir)]
+    code = hil_main(["bisect", "--repo", str(repo), "--good", good, "--bad", bad, *options, "--", *run])
+    printed = capsys.readouterr().out
+    with capsys.disabled():
+        print("\n" + printed)
+    events = [json.loads(line) for line in (log_dir / "bisect-log.jsonl").read_text().splitlines()]
+    result = next(e for e in events if e["event"] == "result")
+    signature = next(e["signature"] for e in events if e["event"] == "signature")
+    return code, printed, result, signature, events

@@ -13,15 +13,13 @@ unreproduced bad commit is expected in about 1.5 % of runs (measured on the simu
 
 from __future__ import annotations
 
-import json
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from hil.cli import main as hil_main
-from tests.helpers import commit_files, git_in
+from tests.helpers import commit_files, git_in, run_bisect
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 
@@ -89,16 +87,9 @@ def test_bisect_names_the_commit_that_made_boot_freeze_sometimes(
     log_dir = tmp_path / "bisect"
     build = f"PYTHONPATH={SOURCE_ROOT} {sys.executable} build.py {overlay}"
     run = ["hil", "run", "boot", "--accel", "tcg", "--initrd-overlay", str(overlay)]
-    code = hil_main(["bisect", "--repo", str(repo), "--good", shas[0], "--bad", shas[-1], "--build", build,
-                     "--runs", "4", "--timeout-factor", "0.25", "--log-dir", str(log_dir), "--", *run])  # fmt: skip
-    printed = capsys.readouterr().out
-    with capsys.disabled():
-        print("\n" + printed)
-    events = [json.loads(line) for line in (log_dir / "bisect-log.jsonl").read_text().splitlines()]
-    result = next(e for e in events if e["event"] == "result")
+    code, printed, result, signature, events = run_bisect(repo, shas[0], shas[-1], build, 4, log_dir, run, capsys)
     assert code == 0, printed
     assert result["culprit"] == [shas[2]] and result["confidence"] >= 0.95
-    signature = next(e["signature"] for e in events if e["event"] == "signature")
     assert signature == "hang:deadlock/idle:stage:ready"
     runs = [e for e in events if e["event"] == "run"]
     assert any(r["outcome"] == "pass" for r in runs if r["commit"] == shas[-1]) or result["p"] > 0.4

@@ -9,7 +9,6 @@ unrelated. The bisection must name the commit that brought the spin.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import textwrap
@@ -17,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hil.cli import main as hil_main
-from tests.helpers import commit_files, git_in
+from tests.helpers import commit_files, git_in, run_bisect
 
 PACKAGES = os.environ.get("HIL_REDOX_PKGS")
 pytestmark = [
@@ -60,14 +58,7 @@ def test_bisect_names_the_commit_whose_initfs_spins(tmp_path: Path, capsys: pyte
     initfs, log_dir = tmp_path / "boot.initfs", tmp_path / "bisect"
     build = f"PYTHONPATH={SOURCE_ROOT} {sys.executable} build.py {initfs} {tmp_path / 'probe-cache'}"
     run = ["hil", "run", "kernel-smoke", "--accel", "tcg", "--packages", str(PACKAGES), "--initfs", str(initfs)]
-    code = hil_main(["bisect", "--repo", str(repo), "--good", shas[0], "--bad", shas[-1], "--build", build,
-                     "--runs", "2", "--timeout-factor", "0.25", "--log-dir", str(log_dir), "--", *run])  # fmt: skip
-    printed = capsys.readouterr().out
-    with capsys.disabled():
-        print("\n" + printed)
-    events = [json.loads(line) for line in (log_dir / "bisect-log.jsonl").read_text().splitlines()]
-    result = next(e for e in events if e["event"] == "result")
+    code, printed, result, signature, _ = run_bisect(repo, shas[0], shas[-1], build, 2, log_dir, run, capsys)
     assert code == 0, printed
     assert result["culprit"] == [shas[2]]
-    signature = next(e["signature"] for e in events if e["event"] == "signature")
     assert signature.startswith("hang:"), signature
