@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -12,8 +13,8 @@ from hil import __version__
 from hil.errors import HilError
 from hil.qemu.accel import ACCELERATORS
 from hil.qemu.process import install_signal_handlers
+from hil.results import USAGE_EXIT_CODE, Terminated, signal_exit_code
 from hil.runset import add_runset_arguments, smp_list
-from hil.verdict import USAGE_EXIT_CODE
 
 terminal = Terminal(stderr=False, highlight=False)
 
@@ -30,9 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     except HilError as err:
         terminal.print(f"[bold red]hil:[/] {err}", markup=True, highlight=False, soft_wrap=True)
         return err.exit_code
+    except Terminated as stop:
+        terminal.print(f"[bold red]hil:[/] {stop}", markup=True)
+        return signal_exit_code(stop.signum)
     except KeyboardInterrupt:
-        terminal.print("[bold red]hil:[/] interrupted", markup=True)
-        return 130
+        terminal.print("[bold red]hil:[/] interrupted by Ctrl-C", markup=True)
+        return signal_exit_code(signal.SIGINT)
 
 
 def _parser() -> argparse.ArgumentParser:

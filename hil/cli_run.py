@@ -11,14 +11,16 @@ from rich.table import Table
 
 from hil.errors import UsageError
 from hil.guest.stages import StageMark
-from hil.runner import RunObserver, RunOptions, RunResult, run_scenario
+from hil.results import RunResult, StepResult, StepStatus, Verdict
+from hil.runner import RunObserver, RunOptions, run_scenario
 from hil.runset import runset_command, runset_requested, single_run_reports
 from hil.scenario import load_scenario
-from hil.steps import StepResult
-from hil.verdict import Verdict
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "crash": "bold red", "hang": "bold magenta",
                  "infra": "bold yellow"}  # fmt: skip
+
+
+STEP_STYLE = {StepStatus.PASS: "green", StepStatus.INTERRUPTED: "yellow"}
 
 
 class LiveObserver(RunObserver):
@@ -28,6 +30,7 @@ class LiveObserver(RunObserver):
         self.terminal = terminal
         self.status = status
         self.started = time.monotonic()
+        self.result: RunResult | None = None
 
     def phase(self, text: str) -> None:
         self.status.update(f"{text}  [dim]{time.monotonic() - self.started:5.1f} s[/]")
@@ -39,10 +42,15 @@ class LiveObserver(RunObserver):
         self.terminal.print(f"  stage [bold]{mark.name:<10}[/] {when}  {mark.status}")
 
     def step(self, result: StepResult) -> None:
-        style = "green" if result.status == "pass" else "red"
+        style = STEP_STYLE.get(result.status, "red")
         self.terminal.print(f"  step  [{style}]{result.status:<4}[/] {result.name}  [dim]{result.reason}[/]")
         if result.cases:
             self.terminal.print(cases_table(result))
+
+    def ended(self, result: RunResult) -> None:
+        self.result = result
+        for cut in (step for step in result.steps if step.status == StepStatus.INTERRUPTED):
+            self.step(cut)  # never printed as it ran: it did not finish
 
 
 KEY_METRICS = ("iops", "lat_p50_us", "lat_p99_us", "ooo")
@@ -104,9 +112,14 @@ def run_command(args: argparse.Namespace, terminal: Terminal) -> int:
     )
     terminal.print(f"hil run [bold]{scenario.name}[/] on guest [bold]{options.guest or scenario.guest}[/]")
     with terminal.status("preparing") as status:
-        result = run_scenario(scenario, options, LiveObserver(terminal, status))
-    print_result(terminal, result)
-    single_run_reports(args, result.run_dir, terminal)
+        observer = LiveObserver(terminal, status)
+        try:
+            result = run_scenario(scenario, options, observer)
+        finally:  # a run stopped by a signal or Ctrl-C still says what it got to and where its report is
+            status.stop()
+            if observer.result is not None:
+                print_result(terminal, observer.result)
+                single_run_reports(args, observer.result.run_dir, terminal)
     return result.verdict.exit_code
 
 

@@ -21,20 +21,28 @@ private temporary folders and forwarded ports are picked free per boot, so worke
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import re
 import shlex
 import time
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hil.boot import Booter, BootRequest
+from hil.devices.catalog import DeviceSpecError, device_from_table
+from hil.guest.profiles import GuestOptions
+from hil.judge import STOPS, Judge
 from hil.paths import new_run_dir, state_dir
+from hil.report import write_report
+from hil.results import RunResult, Verdict
+from hil.runner import RunOptions, run_scenario
+from hil.scenario import load_scenario
+from hil.session import PlannedDevice
 
 SSH_CONNECT_SECONDS = 30.0
 TOML_SCENARIO_KEYS = {"steps", "guest", "devices"}
@@ -135,14 +143,6 @@ def device_table(spec: str | dict[str, Any]) -> dict[str, Any]:
 # --- booted guests ----------------------------------------------------------------------------------------
 
 
-def session_kwargs(snapshot: bool) -> dict[str, Any]:
-    """GuestSession keyword arguments this hil supports (snapshot restore came with the snapshot work)."""
-    from hil.session import GuestSession
-
-    accepted = inspect.signature(GuestSession).parameters
-    return {"snapshot": snapshot} if snapshot and "snapshot" in accepted else {}
-
-
 class SessionPool:
     """At most one booted guest per worker at a time, reused while tests need the same one."""
 
@@ -152,7 +152,7 @@ class SessionPool:
         self.needs: Needs | None = None
         self.ssh: GuestSsh | None = None
         self.failed: dict[Needs, str] = {}
-        self._accel: Any = None
+        self.booter = Booter()  # one accelerator decision per worker
 
     def acquire(self, needs: Needs, label: str, fresh: bool) -> Any:
         if needs in self.failed:
@@ -191,45 +191,34 @@ class SessionPool:
         return True
 
     def _boot(self, needs: Needs, label: str) -> Any:
-        from hil import session as session_module
-        from hil.errors import HilError
-        from hil.guest.stages import CrashSeen, StageTimeout
-        from hil.session import GuestSession
-
-        # A hot-added device the restored guest never shows is a boot failure too (snapshot sessions).
-        not_seen = getattr(session_module, "DeviceNotSeen", HilError)
+        """Boot through hil's one boot path; a guest that does not come up is judged like a run (verdict,
+        reason, triage, report.json in its folder) and fails the test with that verdict."""
         run_dir = new_run_dir(_safe(label), parent=artifacts_dir(self.config))
-        session = None
+        request = BootRequest(
+            guest=needs.guest,
+            options=GuestOptions(image=self.config.getoption("hil_image"), smp=needs.smp, memory_mb=needs.memory),
+            devices=tuple(self._devices(needs)),
+            accel=self.config.getoption("hil_accel"),
+            snapshot=needs.snapshot,
+        )
+        judge = Judge(RunResult(label, needs.guest, run_dir))
         try:
-            profile, options, factor = self._machine(needs)
-            session = GuestSession(
-                profile, options, run_dir, devices=self._devices(needs), factor=factor, **session_kwargs(needs.snapshot)
-            )
-            session.start()
-        except (HilError, StageTimeout, CrashSeen, TimeoutError, not_seen) as err:
-            if session is not None:
-                session.close()
-            self.failed[needs] = f"{type(err).__name__}: {err} (run folder {run_dir})"
-            pytest.fail(f"the guest did not boot: {self.failed[needs]}", pytrace=False)
-        return session
+            judge.session = self.booter.prepare(request, run_dir)
+            judge.session.start()
+            return judge.session
+        except BaseException as err:
+            judge.ended_by(err)
+            if judge.session is not None:
+                judge.session.close()
+            write_report(judge.result)
+            if isinstance(err, STOPS):
+                raise
+        result = judge.result
+        self.failed[needs] = f"verdict {result.verdict}: {result.reason} (run folder {run_dir})"
+        pytest.fail(f"the guest did not boot: {self.failed[needs]}", pytrace=False)
 
-    def _machine(self, needs: Needs) -> tuple[Any, Any, float]:
-        from hil.guest.profiles import GuestOptions, get_profile
-        from hil.qemu.accel import choose_accel
-        from hil.runner import DEFAULT_FACTOR
-
-        profile = get_profile(needs.guest)
-        options = GuestOptions(image=self.config.getoption("hil_image"), smp=needs.smp, memory_mb=needs.memory)
-        if self._accel is None:
-            self._accel = choose_accel(self.config.getoption("hil_accel"), profile.probe_kernel(options))
-        options = GuestOptions(**{**_as_dict(options), "accel": self._accel.name})
-        return profile, options, DEFAULT_FACTOR[self._accel.name]
-
-    def _devices(self, needs: Needs) -> list[Any]:
+    def _devices(self, needs: Needs) -> list[PlannedDevice]:
         """Device objects are built anew for every boot: they hold per-run overlays and ports."""
-        from hil.devices.catalog import DeviceSpecError, device_from_table
-        from hil.session import PlannedDevice
-
         planned = []
         for index, text in enumerate(needs.devices):
             try:
@@ -429,24 +418,18 @@ class ScenarioItem(pytest.Item):
     """One scenario file, run by hil's runner; the test passes when the verdict is pass."""
 
     def runtest(self) -> None:
-        from hil.runner import RunOptions, run_scenario
-        from hil.scenario import load_scenario
-
         config = self.config
-        run_dir = new_run_dir(_safe(self.name), parent=artifacts_dir(config))
-        wanted = {
-            "guest": config.getoption("hil_guest"),
-            "image": config.getoption("hil_image"),
-            "smp": config.getoption("hil_smp"),
-            "accel": config.getoption("hil_accel"),
-            "report_dir": run_dir,
-            "snapshot": True if config.getoption("hil_snapshot") else None,
-        }
-        known = {field.name for field in fields(RunOptions)}
-        options = RunOptions(**{key: value for key, value in wanted.items() if key in known})
+        options = RunOptions(
+            guest=config.getoption("hil_guest"),
+            image=config.getoption("hil_image"),
+            smp=config.getoption("hil_smp"),
+            accel=config.getoption("hil_accel"),
+            report_dir=new_run_dir(_safe(self.name), parent=artifacts_dir(config)),
+            snapshot=True if config.getoption("hil_snapshot") else None,
+        )
         result = run_scenario(load_scenario(str(self.path)), options)
         self.user_properties += [("hil_verdict", str(result.verdict)), ("hil_run_dir", str(result.run_dir))]
-        if str(result.verdict) != "pass":
+        if result.verdict != Verdict.PASS:
             raise ScenarioFailed(_failure_text(result.run_dir))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
@@ -465,10 +448,6 @@ def _failure_text(run_dir: Path) -> str:
     cell = RunSetResult.from_run_dirs([run_dir]).cells[0]
     lines = [f"verdict {cell.verdict}: {cell.reason}", f"run folder: {run_dir}", "last console lines:"]
     return "\n".join([*lines, *("  | " + line for line in last_console_lines(cell, 25))])
-
-
-def _as_dict(options: Any) -> dict[str, Any]:
-    return {field.name: getattr(options, field.name) for field in fields(options)}
 
 
 def _safe(label: str) -> str:

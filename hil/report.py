@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hil import __version__
+from hil.results import RunResult
 
 if TYPE_CHECKING:
-    from hil.runner import RunResult
     from hil.scenario import Scenario
 
 REPORT_NAME = "report.json"
@@ -33,9 +33,12 @@ ARTIFACT_FILES = {
 }
 
 
-def write_report(result: RunResult, scenario: Scenario) -> Path:
+def write_report(result: RunResult, scenario: Scenario | None = None) -> Path:
+    """report.json for `result` (atomically: a reader never sees half of one); `scenario` is None for a
+    guest booted without one (the pytest plugin's)."""
     run_dir = result.run_dir
-    _copy_scenario(scenario, run_dir)
+    if scenario is not None:
+        _copy_scenario(scenario, run_dir)
     report = build_report(result, scenario)
     path = run_dir / REPORT_NAME
     tmp = path.with_suffix(".tmp")
@@ -44,12 +47,12 @@ def write_report(result: RunResult, scenario: Scenario) -> Path:
     return path
 
 
-def build_report(result: RunResult, scenario: Scenario) -> dict[str, Any]:
+def build_report(result: RunResult, scenario: Scenario | None = None) -> dict[str, Any]:
     timeline = result.timeline
     return {
         "hil_version": __version__,
         "scenario": result.scenario,
-        "scenario_source": str(scenario.source),
+        "scenario_source": str(scenario.source) if scenario else None,
         "guest": result.guest,
         "verdict": str(result.verdict),
         "reason": result.reason,

@@ -32,13 +32,14 @@ from typing import Any
 
 from hil import __version__
 from hil.errors import UsageError
+from hil.judge import describe_stop
 from hil.paths import new_run_dir, private_dir, state_dir
 from hil.report import REPORT_NAME
+from hil.results import Verdict
 
 RUNSET_NAME = "runset.json"
 RUN_LOG_NAME = "hil-run.log"
 FORMAT_VERSION = 1
-FAILING_VERDICTS = ("fail", "crash", "hang")
 SUITE_KEYS = {"name", "description", "jobs", "retry_infra", "runs"}
 RUN_KEYS = {"scenario", "smp", "repeat", "guest", "memory", "timeout_factor", "snapshot", "append"}
 # Child `hil run` processes print rich output into a pipe: a wide virtual terminal keeps lines unwrapped.
@@ -213,10 +214,13 @@ def _check_keys(path: Path, prefix: str, table: dict[str, Any], allowed: set[str
 @dataclass
 class Attempt:
     report_dir: Path
-    verdict: str
+    verdict: Verdict
     reason: str
     exit_code: int | None
     seconds: float
+
+    def __post_init__(self) -> None:
+        self.verdict = Verdict.parse(self.verdict)  # read from a report: a typed verdict from here on
 
 
 @dataclass
@@ -224,14 +228,15 @@ class CellResult:
     cell: Cell
     attempts: list[Attempt] = field(default_factory=list)
     report: dict[str, Any] | None = None  # the last attempt's report.json
+    not_started: str = "never started"  # the reason, for a cell that never ran
 
     @property
-    def verdict(self) -> str:
-        return self.attempts[-1].verdict if self.attempts else "infra"
+    def verdict(self) -> Verdict:
+        return self.attempts[-1].verdict if self.attempts else Verdict.INFRA
 
     @property
     def reason(self) -> str:
-        return self.attempts[-1].reason if self.attempts else "never started"
+        return self.attempts[-1].reason if self.attempts else self.not_started
 
     @property
     def report_dir(self) -> Path | None:
@@ -251,25 +256,26 @@ class RunSetResult:
     duration_s: float = 0.0
     jobs: int = 1
     retry_infra: int = 0
+    stopped: str | None = None  # what stopped the run set early ("terminated by SIGTERM"), if anything
 
     @property
     def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(("pass", "fail", "crash", "hang", "infra"), 0)
+        counts = dict.fromkeys(map(str, Verdict), 0)
         for cell in self.cells:
-            counts[cell.verdict] = counts.get(cell.verdict, 0) + 1
+            counts[cell.verdict] += 1
         return counts
 
     @property
-    def verdict(self) -> str:
-        """fail if the kernel failed anywhere, else infra if the host did, else pass."""
+    def verdict(self) -> Verdict:
+        """fail if the kernel failed anywhere, else infra if the host did (or the set was stopped), else pass."""
         verdicts = {cell.verdict for cell in self.cells}
-        if verdicts & set(FAILING_VERDICTS):
-            return "fail"
-        return "infra" if "infra" in verdicts else "pass"
+        if any(verdict.is_failure for verdict in verdicts):
+            return Verdict.FAIL
+        return Verdict.INFRA if Verdict.INFRA in verdicts or self.stopped else Verdict.PASS
 
     @property
     def exit_code(self) -> int:
-        return {"pass": 0, "fail": 1, "infra": 3}[self.verdict]
+        return self.verdict.exit_code
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -282,6 +288,7 @@ class RunSetResult:
             "retry_infra": self.retry_infra,
             "verdict": self.verdict,
             "exit_code": self.exit_code,
+            "stopped": self.stopped,
             "counts": self.counts,
             "cells": [self._cell_json(cell) for cell in self.cells],
         }
@@ -330,14 +337,17 @@ class RunSetResult:
             CellResult(
                 Cell.from_json(cell),
                 [
-                    Attempt(root / a["report_dir"], a["verdict"], a["reason"], a["exit_code"], a["seconds"])
+                    Attempt(
+                        root / a["report_dir"], Verdict.parse(a["verdict"]), a["reason"], a["exit_code"], a["seconds"]
+                    )
                     for a in cell["attempts"]
                 ],
                 cell.get("report"),
             )
             for cell in data["cells"]
         ]
-        return cls(data["name"], root, cells, data["started"], data["duration_s"], data["jobs"], data["retry_infra"])
+        return cls(data["name"], root, cells, data["started"], data["duration_s"], data["jobs"], data["retry_infra"],
+                   data.get("stopped"))  # fmt: skip
 
     @classmethod
     def from_run_dirs(cls, run_dirs: Iterable[Path], name: str = "hil", root: Path | None = None) -> RunSetResult:
@@ -350,7 +360,7 @@ class RunSetResult:
             cell = Cell(label, label, smp)
             attempt = Attempt(
                 run_dir,
-                report.get("verdict", "infra"),
+                Verdict.parse(report.get("verdict")),
                 report.get("reason", "no report.json"),
                 None,
                 float(report.get("duration_s", 0.0)),
@@ -417,6 +427,8 @@ class RunSetRunner:
         self.on_change = on_change or (lambda progress: None)
         self.progress = [CellProgress(cell) for cell in plan.cells]
         self.cancelled = threading.Event()
+        self.stopped: str | None = None
+        self.result: RunSetResult | None = None  # set when run() ends, however it ends
         self._children: set[subprocess.Popen[str]] = set()
         self._lock = threading.Lock()
 
@@ -428,7 +440,8 @@ class RunSetRunner:
             futures = [pool.submit(self._run_cell, *pair) for pair in zip(self.progress, results, strict=True)]
             for future in futures:
                 future.result()
-        except BaseException:  # Ctrl-C or SIGTERM: stop the children, keep what finished
+        except BaseException as err:  # Ctrl-C or SIGTERM: stop the children, keep what finished
+            self.stopped = describe_stop(err)
             self.cancel()
             raise
         finally:
@@ -442,8 +455,13 @@ class RunSetRunner:
                 time.monotonic() - started,
                 self.plan.jobs,
                 self.plan.retry_infra,
+                self.stopped,
             )
+            if self.stopped:
+                for cell in results:
+                    cell.not_started = f"never started: the run set was {self.stopped}"
             result.write()
+            self.result = result
         return result
 
     def cancel(self) -> None:
@@ -464,7 +482,7 @@ class RunSetRunner:
             outcome = self._attempt(progress, self.root / "runs" / progress.cell.id / f"try{attempt}")
             result.attempts.append(outcome)
             result.report = read_report(outcome.report_dir)
-            if outcome.verdict != "infra" or self.cancelled.is_set():
+            if outcome.verdict != Verdict.INFRA or self.cancelled.is_set():
                 break
         progress.state, progress.finished, progress.activity = result.verdict, time.monotonic(), result.reason
         self.on_change(progress)
@@ -480,8 +498,8 @@ class RunSetRunner:
         seconds = time.monotonic() - started
         if report is None:
             reason = f"`hil run` exited with status {code} without a report: " + " | ".join(tail)[-600:]
-            return Attempt(report_dir, "infra", reason, code, seconds)
-        return Attempt(report_dir, report.get("verdict", "infra"), report.get("reason", ""), code, seconds)
+            return Attempt(report_dir, Verdict.INFRA, reason, code, seconds)
+        return Attempt(report_dir, Verdict.parse(report.get("verdict")), report.get("reason", ""), code, seconds)
 
     def _argv(self, cell: Cell, report_dir: Path) -> list[str]:
         argv = [*self.hil_command, "run", cell.scenario, "--report-dir", str(report_dir)]
@@ -616,9 +634,7 @@ def plan_from_args(args: Any) -> RunSetPlan:
 
 def runset_command(args: Any, terminal: Any) -> int:
     """`hil run` with several runs: run them in parallel with a live table, then summarize and report."""
-    from hil.reports import write_reports
     from hil.reports.live import live_progress
-    from hil.reports.summary import print_summary
 
     plan = plan_from_args(args)
     root = args.report_dir or new_runset_dir(plan.name)
@@ -628,14 +644,25 @@ def runset_command(args: Any, terminal: Any) -> int:
         soft_wrap=True,
     )
     runner = RunSetRunner(plan, root)
-    with live_progress(terminal, runner.progress) as on_change:
-        runner.on_change = on_change
-        result = runner.run()
+    try:
+        with live_progress(terminal, runner.progress) as on_change:
+            runner.on_change = on_change
+            runner.run()
+    finally:  # stopped or not, CI gets its summary and reports from what ran
+        if runner.result is not None:
+            _publish(runner.result, args, terminal)
+    assert runner.result is not None
+    return runner.result.exit_code
+
+
+def _publish(result: RunSetResult, args: Any, terminal: Any) -> None:
+    from hil.reports import write_reports
+    from hil.reports.summary import print_summary
+
     print_summary(terminal, result)
     written = write_reports(result, args.junit, args.html)
-    for kind, path in {"runset": root / RUNSET_NAME, **written}.items():
+    for kind, path in {"runset": result.root / RUNSET_NAME, **written}.items():
         terminal.print(f"{kind}: {path}", soft_wrap=True)
-    return result.exit_code
 
 
 def single_run_reports(args: Any, run_dir: Path, terminal: Any) -> None:

@@ -19,6 +19,7 @@ from hil.guest.console import CommandResult, CommandTimeout, Console
 from hil.guest.profiles import GuestOptions, GuestProfile
 from hil.guest.stages import StageMark, Timeline, walk_stages
 from hil.paths import private_dir
+from hil.qemu.accel import AccelChoice
 from hil.qemu.machine import Machine
 from hil.qemu.snapshot import (
     Snapshot,
@@ -28,6 +29,7 @@ from hil.qemu.snapshot import (
     snapshot_key,
     snapshot_lock,
 )
+from hil.triage.watchdog import ProgressWatch, WatchedConsole
 
 SHELL_BUDGET = 30.0
 SSH_GUEST_PORT = 22
@@ -61,8 +63,10 @@ class GuestSession:
         keep: bool = False,
         snapshot: bool = False,
         on_mark: Callable[[StageMark], None] | None = None,
+        accel: AccelChoice | None = None,
     ) -> None:
         self.profile = profile
+        self.accel = accel
         self.use_snapshot = snapshot
         self.snapshot_info: dict[str, object] = {}
         self.options = replace(options, work_dir=private_dir(run_dir))
@@ -78,9 +82,12 @@ class GuestSession:
         spec = spec.with_changes(devices=(*spec.devices, *self._device_args()))
         self.machine = Machine(spec, run_dir, keep=keep)
         self.snapshot_key = snapshot_key(spec, self.run_dir, profile.name) if snapshot else None
-        self.console = Console(
+        console = Console(
             self.machine.paths.serial_socket, run_dir / "console.txt", profile.shell, profile.crash_patterns
         )
+        # Every wait ends on no progress (profile patterns, probe heartbeats), not at a fixed time.
+        watch = ProgressWatch(self.machine.paths.serial_log, profile.progress_patterns)
+        self.console = WatchedConsole(console, watch)
         self.timeline: Timeline | None = None
 
     def __enter__(self) -> GuestSession:

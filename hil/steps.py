@@ -10,28 +10,16 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hil import netio
 from hil.devices.net import E1000, GUEST_HOST_ADDRESS
 from hil.guest.console import CommandTimeout, ConsoleClosed
 from hil.qemu.qmp import QmpCommandError
+from hil.results import StepResult, StepStatus
 from hil.scenario import Step
 from hil.session import GuestSession
-
-
-@dataclass
-class StepResult:
-    name: str
-    kind: str
-    status: str  # pass | fail | hang
-    seconds: float = 0.0
-    exit_status: int | None = None
-    output: str = ""
-    reason: str = ""
-    cases: list[dict[str, Any]] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 def run_step(
@@ -41,19 +29,20 @@ def run_step(
     on_hang: Callable[[StepResult], None] | None = None,
     recover: bool = True,
 ) -> StepResult:
-    """Run one step. A hang calls `on_hang` (triage) first, then, with `recover`, brings the shell back."""
+    """Run one step. A hang calls `on_hang` (triage) first, then, with `recover`, brings the shell back
+    (without it the guest stays as it hung, for the caller's triage)."""
     started = time.monotonic()
     session.console.activity = f"step '{step.name}'"
     timed_out = False
     try:
         result = STEP_RUNNERS[step.kind](session, step)
     except CommandTimeout as err:
-        result = StepResult(step.name, step.kind, "hang", output=err.output[-2000:], reason=str(err))
+        result = StepResult(step.name, step.kind, StepStatus.HANG, output=err.output[-2000:], reason=str(err))
         timed_out = True
     except QmpCommandError as err:
-        result = StepResult(step.name, step.kind, "fail", reason=str(err))
+        result = StepResult(step.name, step.kind, StepStatus.FAIL, reason=str(err))
     result.seconds = round(time.monotonic() - started, 3)
-    if result.status == "hang" and on_hang is not None:
+    if result.status == StepStatus.HANG and on_hang is not None:
         on_hang(result)  # before the resync below types into the hung guest
     if timed_out and recover:
         session.console.resync()
@@ -62,12 +51,12 @@ def run_step(
 
 def _run(session: GuestSession, step: Step) -> StepResult:
     done = session.run(step["run"], step.timeout)
-    result = StepResult(step.name, step.kind, "pass", exit_status=done.status, output=done.output[-4000:])
+    result = StepResult(step.name, step.kind, StepStatus.PASS, exit_status=done.status, output=done.output[-4000:])
     expect_status, expect_output = step["expect_status"], step["expect_output"]
     if expect_status is not None and done.status != expect_status:
-        result.status, result.reason = "fail", f"exit status {done.status}, expected {expect_status}"
+        result.status, result.reason = StepStatus.FAIL, f"exit status {done.status}, expected {expect_status}"
     elif expect_output is not None and not re.search(expect_output, done.output, re.MULTILINE):
-        result.status, result.reason = "fail", f"output does not match /{expect_output}/"
+        result.status, result.reason = StepStatus.FAIL, f"output does not match /{expect_output}/"
     return result
 
 
@@ -76,13 +65,17 @@ def _console(session: GuestSession, step: Step) -> StepResult:
         _, match = session.console.expect([re.compile(step["console"], re.MULTILINE)], step.timeout * session.factor)
     except TimeoutError:
         lines = session.console.recent_lines(10)
-        return StepResult(step.name, step.kind, "fail", output="\n".join(lines), reason=f"/{step['console']}/ not seen")
-    return StepResult(step.name, step.kind, "pass", output=match.group(0))
+        return StepResult(
+            step.name, step.kind, StepStatus.FAIL, output="\n".join(lines), reason=f"/{step['console']}/ not seen"
+        )
+    return StepResult(step.name, step.kind, StepStatus.PASS, output=match.group(0))
 
 
 def _hotplug(session: GuestSession, step: Step) -> StepResult:
     session.hotplug(step["hotplug"])
-    return StepResult(step.name, step.kind, "pass", reason=f"{session.device(step['hotplug']).describe()} added")
+    return StepResult(
+        step.name, step.kind, StepStatus.PASS, reason=f"{session.device(step['hotplug']).describe()} added"
+    )
 
 
 def _unplug(session: GuestSession, step: Step) -> StepResult:
@@ -90,17 +83,21 @@ def _unplug(session: GuestSession, step: Step) -> StepResult:
         session.unplug(step["unplug"], step.timeout)
     except TimeoutError:
         device = session.device(step["unplug"]).describe()
-        return StepResult(step.name, step.kind, "fail", reason=f"{device}: no DEVICE_DELETED (the guest kept it)")
-    return StepResult(step.name, step.kind, "pass", reason=f"{session.device(step['unplug']).describe()} removed")
+        return StepResult(
+            step.name, step.kind, StepStatus.FAIL, reason=f"{device}: no DEVICE_DELETED (the guest kept it)"
+        )
+    return StepResult(
+        step.name, step.kind, StepStatus.PASS, reason=f"{session.device(step['unplug']).describe()} removed"
+    )
 
 
 def _check_device(session: GuestSession, step: Step) -> StepResult:
     device = session.device(step["check_device"])
     seen = session.check_device(device.id, step.timeout)
     if seen.ok:
-        return StepResult(step.name, step.kind, "pass", output=seen.evidence[-2000:], reason=seen.description)
+        return StepResult(step.name, step.kind, StepStatus.PASS, output=seen.evidence[-2000:], reason=seen.description)
     reason = f"the guest does not show {device.describe()} ({seen.description})"
-    return StepResult(step.name, step.kind, "fail", output=seen.evidence[-2000:], reason=reason)
+    return StepResult(step.name, step.kind, StepStatus.FAIL, output=seen.evidence[-2000:], reason=reason)
 
 
 def _probe(session: GuestSession, step: Step) -> StepResult:
@@ -162,16 +159,19 @@ def _probe_result(step: Step, report: Any, output: str, hang: str = "") -> StepR
     cases = [
         {**case.as_dict(), "allowed_failure": case.name in allowed and case.status == "fail"} for case in report.cases
     ]
-    result = StepResult(step.name, step.kind, "pass", output=output[-8000:], cases=cases)
+    result = StepResult(step.name, step.kind, StepStatus.PASS, output=output[-8000:], cases=cases)
     known = [case["name"] for case in cases if case["allowed_failure"]]
     if known:
         result.reason = f"known failures allowed by the scenario: {', '.join(known)}"
     result.details = {"plan": report.plan, "parse_errors": report.errors}
     failed = _failed_cases(report, step)
     if hang:
-        result.status, result.reason = "hang", f"{hang}; {len(report.cases)} of {report.plan or '?'} cases reported"
+        result.status, result.reason = (
+            StepStatus.HANG,
+            f"{hang}; {len(report.cases)} of {report.plan or '?'} cases reported",
+        )
     elif report.errors or failed or not report.cases:
-        result.status = "fail"
+        result.status = StepStatus.FAIL
         reasons = [*(f"case {c.name}: {c.reason or c.status}" for c in failed), *report.errors]
         result.reason = "; ".join(reasons) or "the probe reported no cases"
     return result
@@ -208,7 +208,7 @@ def _host_send(network: E1000, step: Step, timeout: float) -> StepResult:
     try:
         port = network.host_port(guest_port, proto)
     except KeyError as err:
-        return StepResult(step.name, step.kind, "fail", reason=str(err))
+        return StepResult(step.name, step.kind, StepStatus.FAIL, reason=str(err))
     payload = step["payload"].encode()
     expected = (step["expect"] if step["expect"] is not None else step["payload"]).encode()
     exchange = _tcp_exchange if proto == "tcp" else _udp_exchange
@@ -216,7 +216,7 @@ def _host_send(network: E1000, step: Step, timeout: float) -> StepResult:
     details = {"host_port": port, "sent": payload.decode(errors="replace"), "received": got.decode(errors="replace")}
     if problem is None and got != expected:
         problem = f"wrong bytes: got {got[:80]!r}, expected {expected[:80]!r}"
-    status = "pass" if problem is None else "fail"
+    status = StepStatus.PASS if problem is None else StepStatus.FAIL
     reason = problem or f"{proto} 127.0.0.1:{port} -> guest:{guest_port} echoed {len(got)} bytes"
     return StepResult(step.name, step.kind, status, reason=reason, details=details)
 
@@ -261,10 +261,12 @@ def _host_receive(session: GuestSession, step: Step, timeout: float) -> StepResu
     details = {"host_port": port, "command": command, "received": got.decode(errors="replace")}
     if got == payload:
         reason = f"guest -> {GUEST_HOST_ADDRESS}:{port} ({proto}) delivered {len(got)} bytes"
-        return StepResult(step.name, step.kind, "pass", exit_status=done.status, reason=reason, details=details)
+        return StepResult(
+            step.name, step.kind, StepStatus.PASS, exit_status=done.status, reason=reason, details=details
+        )
     reason = "nothing reached the host listener" if not got else f"wrong bytes: {got[:80]!r}"
     reason += f" (guest command exit status {done.status})"
-    return StepResult(step.name, step.kind, "fail", exit_status=done.status, output=done.output, reason=reason,
+    return StepResult(step.name, step.kind, StepStatus.FAIL, exit_status=done.status, output=done.output, reason=reason,
                       details=details)  # fmt: skip
 
 

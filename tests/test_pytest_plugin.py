@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import xmlschema
 
-from hil.pytest_plugin import device_table, session_kwargs
+from hil.pytest_plugin import device_table
 from hil.scenario import builtin_names
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,16 +98,6 @@ def test_device_specs_become_scenario_tables() -> None:
     }  # fmt: skip
     table = {"kind": "e1000", "id": "net0", "forwards": ["tcp:7000"]}
     assert device_table(table) == table and device_table(table) is not table
-
-
-def test_snapshot_is_passed_only_when_asked_and_supported() -> None:
-    assert session_kwargs(False) == {}
-    import inspect
-
-    from hil.session import GuestSession
-
-    supported = "snapshot" in inspect.signature(GuestSession).parameters
-    assert session_kwargs(True) == ({"snapshot": True} if supported else {})
 
 
 def test_hil_scenarios_collects_the_built_in_ones_or_the_paths_given(tmp_path: Path) -> None:

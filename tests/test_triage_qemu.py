@@ -22,20 +22,15 @@ from hil.session import GuestSession
 from hil.steps import StepResult, run_step
 from hil.triage.guest_symbols import warm_symbol_cache
 from hil.triage.hang import HangPlace, HangReport, triage_hang
-from hil.triage.watchdog import watch_console
 from tests.helpers import init_hook_overlay
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
-
-# What the reference profile should name as progress (see the report to the lead): kernel log and init lines.
-REFERENCE_PROGRESS = (r"^\[\s*\d+\.\d+\] ", r"^hil-init: ")
 
 
 @pytest.fixture(scope="module")
 def session(reference_image, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("triage-session")
     with GuestSession(get_profile("reference"), GuestOptions(accel="tcg"), run_dir) as session:
-        watch_console(session, REFERENCE_PROGRESS)
         session.start()
         warm_symbol_cache(session)
         yield session

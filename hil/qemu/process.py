@@ -21,9 +21,11 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from hil.errors import QemuLaunchError
+from hil.results import Terminated
 
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -152,15 +154,39 @@ atexit.register(_live.kill_all)
 
 
 def install_signal_handlers() -> None:
-    """Turn SIGTERM and SIGHUP into SystemExit so `finally` blocks and context managers run.
+    """Turn SIGTERM and SIGHUP into Terminated (a SystemExit) so `finally` blocks and context managers run,
+    and the runner can record what stopped the run.
 
-    Only the CLI calls this (a library must not take over a host program's signals).
+    Only the first signal raises: the unwinding it starts (writing the report, stopping QEMU in order)
+    must not be cut short by the next one a CI runner or a supervisor sends. Only the CLI calls this (a
+    library must not take over a host program's signals).
     """
+    stopping: list[int] = []
 
-    def _exit(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
+    def _terminate(signum: int, _frame: object) -> None:
+        if stopping:
+            return
+        stopping.append(signum)
+        raise Terminated(signum)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _exit)
+        signal.signal(sig, _terminate)
     # A parent that ignores SIGINT (CI runners, xdist workers) passes that on; Ctrl-C must still stop runs.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP, signal.SIGINT})
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold stop signals back while a step must not be torn in half (writing a report, stopping QEMU);
+    one that arrived meanwhile is delivered when the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -28,7 +28,8 @@ from hil.reports.facts import (
     ready_seconds,
     triage_text,
 )
-from hil.runset import FAILING_VERDICTS, CellResult, RunSetResult
+from hil.results import Verdict
+from hil.runset import CellResult, RunSetResult
 
 # XML 1.0 forbids most control characters; a guest's console can print any byte.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -66,9 +67,9 @@ def _run_case(result: CellResult, link_base: Path) -> TestCase:
     case = TestCase(result.cell.title, f"hil.{result.cell.label}", round(result.seconds, 3))
     for name, value in _run_properties(result).items():
         case.add_property(name, _xml_safe(str(value)))
-    if result.verdict in FAILING_VERDICTS:
+    if result.verdict.is_failure:
         case.result = [_outcome(Failure, result)]
-    elif result.verdict != "pass":
+    elif result.verdict != Verdict.PASS:
         case.result = [_outcome(Error, result)]
     for attempt in result.attempts[:-1]:  # infra attempts that were retried
         rerun = RerunError(_xml_safe(attempt.reason[:500]), "infra")

@@ -43,7 +43,9 @@ def summary_table(result: RunSetResult) -> Table:
 def verdict_line(result: RunSetResult) -> str:
     counts = ", ".join(f"{count} {verdict}" for verdict, count in result.counts.items() if count)
     style = VERDICT_STYLE.get(result.verdict, "")
-    return f"verdict: [{style}]{result.verdict}[/]  {counts} of {len(result.cells)} runs in {result.duration_s:.1f} s"
+    stopped = f"  ({escape(result.stopped)}: stopped early)" if result.stopped else ""
+    return (f"verdict: [{style}]{result.verdict}[/]  {counts} of {len(result.cells)} runs in "
+            f"{result.duration_s:.1f} s{stopped}")  # fmt: skip
 
 
 def print_summary(terminal: Terminal, result: RunSetResult) -> None:

@@ -12,7 +12,7 @@ from hil.triage.crash import CrashReport, parse_crash
 from hil.triage.hang import HangPlace, HangReport, TriageOptions, triage_hang
 from hil.triage.registers import VcpuRegisters, parse_info_registers
 from hil.triage.symbols import SymbolTable, demangle
-from hil.triage.watchdog import NoProgress, ProgressWatch, WatchedConsole, watch_console
+from hil.triage.watchdog import NoProgress, ProgressWatch, WatchedConsole
 
 __all__ = [
     "Classification",
@@ -33,5 +33,4 @@ __all__ = [
     "parse_crash",
     "parse_info_registers",
     "triage_hang",
-    "watch_console",
 ]

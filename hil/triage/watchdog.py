@@ -204,13 +204,3 @@ class WatchedConsole:
             last_progress_age=None if last is None else now - last,
         )
         return NoProgress(self.last_stall)
-
-
-def watch_console(session: Any, patterns: Sequence[str] | None = None) -> WatchedConsole:
-    """Put a progress-watching console in front of `session.console` (before `session.start()`)."""
-    if isinstance(session.console, WatchedConsole):
-        return session.console
-    patterns = progress_patterns_of(session.profile) if patterns is None else tuple(patterns)
-    watched = WatchedConsole(session.console, ProgressWatch(session.machine.paths.serial_log, patterns))
-    session.console = watched
-    return watched
