@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from hil import __version__
 from hil.results import RunResult
+from hil.store import atomic_write_json
 
 if TYPE_CHECKING:
     from hil.scenario import Scenario
@@ -40,11 +40,7 @@ def write_report(result: RunResult, scenario: Scenario | None = None) -> Path:
     if scenario is not None:
         _copy_scenario(scenario, run_dir)
     report = build_report(result, scenario)
-    path = run_dir / REPORT_NAME
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write_json(run_dir / REPORT_NAME, report)
 
 
 def build_report(result: RunResult, scenario: Scenario | None = None) -> dict[str, Any]:

@@ -92,8 +92,9 @@ class StepResult:
     status: StepStatus
     seconds: float = 0.0
     exit_status: int | None = None
-    output: str = ""
+    output: str = ""  # its tail when long; the whole of it is in `output_file`
     reason: str = ""
+    output_file: str | None = None  # relative to the run folder
     cases: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
 

@@ -36,6 +36,7 @@ from hil.judge import describe_stop
 from hil.paths import new_run_dir, private_dir, state_dir
 from hil.report import REPORT_NAME
 from hil.results import Verdict
+from hil.store import atomic_write_json
 
 RUNSET_NAME = "runset.json"
 RUN_LOG_NAME = "hil-run.log"
@@ -321,11 +322,7 @@ class RunSetResult:
         return os.path.relpath(path, self.root)
 
     def write(self) -> Path:
-        path = self.root / RUNSET_NAME
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2, default=str) + "\n")
-        tmp.replace(path)
-        return path
+        return atomic_write_json(self.root / RUNSET_NAME, self.to_json())
 
     @classmethod
     def load(cls, path: Path) -> RunSetResult:

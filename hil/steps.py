@@ -16,10 +16,15 @@ from typing import Any
 from hil import netio
 from hil.devices.net import E1000, GUEST_HOST_ADDRESS
 from hil.guest.console import CommandTimeout, ConsoleClosed
+from hil.paths import private_dir
 from hil.qemu.qmp import QmpCommandError
 from hil.results import StepResult, StepStatus
 from hil.scenario import Step
 from hil.session import GuestSession
+from hil.store import atomic_write
+
+OUTPUT_KEPT = 8000  # characters of a step's output kept in report.json (the tail)
+STEP_OUTPUT_DIR = "steps"
 
 
 def run_step(
@@ -37,11 +42,12 @@ def run_step(
     try:
         result = STEP_RUNNERS[step.kind](session, step)
     except CommandTimeout as err:
-        result = StepResult(step.name, step.kind, StepStatus.HANG, output=err.output[-2000:], reason=str(err))
+        result = StepResult(step.name, step.kind, StepStatus.HANG, output=err.output, reason=str(err))
         timed_out = True
     except QmpCommandError as err:
         result = StepResult(step.name, step.kind, StepStatus.FAIL, reason=str(err))
     result.seconds = round(time.monotonic() - started, 3)
+    _keep_output(session, result)
     if result.status == StepStatus.HANG and on_hang is not None:
         on_hang(result)  # before the resync below types into the hung guest
     if timed_out and recover:
@@ -49,9 +55,21 @@ def run_step(
     return result
 
 
+def _keep_output(session: GuestSession, result: StepResult) -> None:
+    """report.json keeps the tail of a long output; the whole of it goes to a file in the run folder."""
+    if len(result.output) <= OUTPUT_KEPT:
+        return
+    folder = private_dir(session.run_dir / STEP_OUTPUT_DIR)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", result.name)[:40].strip("-") or result.kind
+    path = folder / f"{len(list(folder.iterdir())) + 1:02d}-{slug}.out"
+    atomic_write(path, result.output.encode(errors="replace"))
+    result.output_file = str(path.relative_to(session.run_dir))
+    result.output = result.output[-OUTPUT_KEPT:]
+
+
 def _run(session: GuestSession, step: Step) -> StepResult:
     done = session.run(step["run"], step.timeout)
-    result = StepResult(step.name, step.kind, StepStatus.PASS, exit_status=done.status, output=done.output[-4000:])
+    result = StepResult(step.name, step.kind, StepStatus.PASS, exit_status=done.status, output=done.output)
     expect_status, expect_output = step["expect_status"], step["expect_output"]
     if expect_status is not None and done.status != expect_status:
         result.status, result.reason = StepStatus.FAIL, f"exit status {done.status}, expected {expect_status}"
@@ -95,9 +113,9 @@ def _check_device(session: GuestSession, step: Step) -> StepResult:
     device = session.device(step["check_device"])
     seen = session.check_device(device.id, step.timeout)
     if seen.ok:
-        return StepResult(step.name, step.kind, StepStatus.PASS, output=seen.evidence[-2000:], reason=seen.description)
+        return StepResult(step.name, step.kind, StepStatus.PASS, output=seen.evidence, reason=seen.description)
     reason = f"the guest does not show {device.describe()} ({seen.description})"
-    return StepResult(step.name, step.kind, StepStatus.FAIL, output=seen.evidence[-2000:], reason=reason)
+    return StepResult(step.name, step.kind, StepStatus.FAIL, output=seen.evidence, reason=reason)
 
 
 def _probe(session: GuestSession, step: Step) -> StepResult:
@@ -159,7 +177,7 @@ def _probe_result(step: Step, report: Any, output: str, hang: str = "") -> StepR
     cases = [
         {**case.as_dict(), "allowed_failure": case.name in allowed and case.status == "fail"} for case in report.cases
     ]
-    result = StepResult(step.name, step.kind, StepStatus.PASS, output=output[-8000:], cases=cases)
+    result = StepResult(step.name, step.kind, StepStatus.PASS, output=output, cases=cases)
     known = [case["name"] for case in cases if case["allowed_failure"]]
     if known:
         result.reason = f"known failures allowed by the scenario: {', '.join(known)}"

@@ -170,8 +170,12 @@ class Console:
         self.send(text + "\n")
 
     def pending_text(self) -> str:
-        """What arrived but no expect has consumed yet."""
-        return self._spawn.buffer if self._spawn else ""
+        """After a wait that timed out: all that arrived since the last match (not only the search window)."""
+        return (self._spawn.before or "") if self._spawn else ""
+
+    def text_before_match(self) -> str:
+        """What came between the last two matches (a command's output between its markers)."""
+        return self._require_spawn().before
 
     # --- commands ---------------------------------------------------------------------------------------
 
@@ -185,8 +189,7 @@ class Console:
             _, end = self.expect([wrapped.end], max(0.0, started + timeout - time.monotonic()))
         except TimeoutError:
             raise CommandTimeout(command, timeout, self.pending_text()) from None
-        output = self._require_spawn().before  # everything between the two markers
-        return CommandResult(command, int(end.group(1)), output, time.monotonic() - started)
+        return CommandResult(command, int(end.group(1)), self.text_before_match(), time.monotonic() - started)
 
     def resync(self, timeout: float = 10.0, attempts: int = 3) -> None:
         """Bring the shell to a known state: interrupt anything half typed, then round-trip a marker."""

@@ -31,8 +31,13 @@ class ShellDialect:
 
     name = "posix"
 
+    @staticmethod
+    def new_token() -> str:
+        """A fresh marker token per command, so output from an earlier command can never end a later one."""
+        return secrets.token_hex(6)
+
     def wrap(self, command: str) -> WrappedCommand:
-        token = secrets.token_hex(6)
+        token = self.new_token()
         begin, end = f"HB{token}", f"HE{token}"
         # One typed line: the command goes through eval so comments, `&` or newlines in it cannot
         # swallow the end marker, and all echo (continuation prompts included) comes before HB.

@@ -27,7 +27,6 @@ from typing import Any
 
 from hil.guest.ansi import AnsiStripper
 from hil.guest.console import CommandResult, CommandTimeout
-from hil.guest.shell import parse_wrapped
 
 CAP_FACTOR = 4.0
 REPEAT_WINDOW = 8
@@ -160,11 +159,20 @@ class WatchedConsole:
 
     def expect(self, patterns: list[Any], timeout: float) -> tuple[int, re.Match[str]]:
         """Like Console.expect, with `timeout` counted from the last progress (see the module notes)."""
+        return self.expect_in_order([patterns], timeout)[0]
+
+    def expect_in_order(self, steps: list[list[Any]], timeout: float) -> list[tuple[int, re.Match[str]]]:
+        """Wait for one of each list of patterns in turn, all within one budget (counted as in `expect`).
+
+        Waiting for a command's begin and end markers apart keeps pexpect's search window short however
+        much the command prints between them; one pattern spanning both would have to fit in the window.
+        """
         started = idle_since = time.monotonic()
-        remaining = timeout
-        while True:
+        remaining, found = timeout, []
+        while len(found) < len(steps):
             try:
-                return self._console.expect(patterns, max(0.0, min(SLICE_SECONDS, remaining)))
+                found.append(self._console.expect(steps[len(found)], max(0.0, min(SLICE_SECONDS, remaining))))
+                continue
             except TimeoutError:
                 pass
             now = time.monotonic()
@@ -173,6 +181,7 @@ class WatchedConsole:
             remaining = self._deadline(started, idle_since, timeout, now) - now
             if remaining <= 0:
                 raise self._stalled(started, idle_since, timeout, now) from None
+        return found
 
     def run(self, command: str, timeout: float = 30.0) -> CommandResult:
         """Console.run on top of the watched expect: a command that keeps making progress keeps going."""
@@ -180,11 +189,11 @@ class WatchedConsole:
         started = time.monotonic()
         self._console.sendline(wrapped.line)
         try:
-            _, match = self.expect([wrapped.pattern], timeout)
+            _, (_, end) = self.expect_in_order([[wrapped.begin], [wrapped.end]], timeout)
         except TimeoutError:
             raise CommandTimeout(command, timeout, self._console.pending_text()) from None
-        status, output = parse_wrapped(match)
-        return CommandResult(command, status, output, time.monotonic() - started)
+        output = self._console.text_before_match()  # everything between the two markers
+        return CommandResult(command, int(end.group(1)), output, time.monotonic() - started)
 
     def _deadline(self, started: float, idle_since: float, timeout: float, now: float) -> float:
         deadline = idle_since + timeout

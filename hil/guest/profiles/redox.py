@@ -47,8 +47,7 @@ class IonShell(ShellDialect):
     name = "ion"
 
     def wrap(self, command: str) -> WrappedCommand:
-        wrapped = super().wrap(command)
-        token = wrapped.pattern.pattern[2:14]
+        token = self.new_token()
         return markers(f"echo 'HB''{token}'; {command}; echo 'HE''{token}:'$?", f"HB{token}", f"HE{token}")
 
 

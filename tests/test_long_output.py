@@ -1,0 +1,72 @@
+"""Step output of any size: no false hang, the shell survives binary junk, the whole output is kept.
+
+A `run` step's begin and end markers are waited for apart, so however much a command prints between
+them, pexpect's bounded search window never has to hold both. report.json keeps the tail; the run folder
+keeps every character. The reference guest's serial port moves about 160 KB/s under TCG, which sets the
+step timeouts below (10 MB takes about a minute).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hil.boot import Booter, BootRequest
+from hil.guest.profiles import GuestOptions
+from hil.results import StepStatus
+from hil.scenario import Step
+from hil.session import GuestSession
+from hil.steps import OUTPUT_KEPT, run_step
+from hil.triage.watchdog import CAP_FACTOR
+
+pytestmark = [pytest.mark.qemu, pytest.mark.slow]
+
+TEN_MB = 10_000_000
+LINE = "0123456789" * 9 + "abcdefghi"  # 99 characters and a newline: 100 bytes a line
+
+
+@pytest.fixture(scope="module")
+def session(reference_image, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuestSession]:
+    run_dir = tmp_path_factory.mktemp("long-output")
+    session = Booter().prepare(BootRequest("reference", GuestOptions(), snapshot=True), run_dir)
+    with session:
+        session.start()
+        yield session
+
+
+def _step(command: str, timeout: float, **params: object) -> Step:
+    return Step(command[:30], "run", {"run": command, "expect_status": 0, "expect_output": None, **params}, timeout)
+
+
+def test_seq_20000_is_no_hang_and_is_kept_whole(session: GuestSession) -> None:
+    result = run_step(session, _step("seq 1 20000", 60, expect_output="^20000$"))
+    assert result.status == StepStatus.PASS, result.reason
+    assert len(result.output) == OUTPUT_KEPT and result.output.endswith("19999\n20000\n")
+    kept = (session.run_dir / result.output_file).read_text()
+    assert kept.splitlines() == [str(n) for n in range(1, 20001)]
+
+
+def test_ten_megabytes_of_text(session: GuestSession) -> None:
+    result = run_step(session, _step(f"yes {LINE} | head -c {TEN_MB}", 300))
+    assert result.status == StepStatus.PASS, result.reason
+    kept = (session.run_dir / result.output_file).read_text()
+    assert len(kept) == TEN_MB and kept.count(LINE + "\n") == TEN_MB // 100
+    assert session.run("echo still-here").output == "still-here\n"
+
+
+def test_ten_megabytes_of_binary_junk_leave_the_console_working(session: GuestSession) -> None:
+    result = run_step(session, _step(f"head -c {TEN_MB} /dev/urandom; echo; echo junk-done", 300))
+    assert result.status == StepStatus.PASS, result.reason
+    assert result.output.endswith("junk-done\n")
+    assert (session.run_dir / result.output_file).stat().st_size > TEN_MB // 2  # control bytes are dropped
+    assert session.run("echo still-here").output == "still-here\n"
+
+
+def test_a_step_that_never_ends_is_a_hang_after_its_timeout(session: GuestSession) -> None:
+    result = run_step(session, _step("yes", 5))
+    assert result.status == StepStatus.HANG, result.reason
+    assert 5 <= result.seconds < 5 * CAP_FACTOR + 5  # "y" lines are not progress: the wait is bounded
+    assert result.output_file and Path(session.run_dir / result.output_file).stat().st_size > 0
+    assert session.run("echo still-here").output == "still-here\n"
