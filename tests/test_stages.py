@@ -61,3 +61,33 @@ def test_crash_pattern_ends_the_walk() -> None:
         walk_stages(ScriptedConsole(text), STAGES, time.monotonic(), crash_patterns=(r"Kernel panic",))
     assert caught.value.stage == "stage 'init'"
     assert "boom" in caught.value.line
+
+
+class ArrivingConsole(ScriptedConsole):
+    """Text arrives in pieces, one more piece before each search, as serial output does."""
+
+    def __init__(self, pieces: list[str]) -> None:
+        super().__init__("")
+        self.pieces = pieces
+
+    def expect(self, patterns: list[re.Pattern[str]], timeout: float) -> tuple[int, re.Match[str]]:
+        while self.pieces:
+            self.buffer += self.pieces.pop(0)
+            found = [p.search(self.buffer) for p in patterns]
+            if any(found):
+                break
+        return super().expect(patterns, timeout)
+
+
+def test_a_stage_line_is_kept_whole_even_when_it_arrives_in_pieces() -> None:
+    stages = (Stage("network", r"network \S+", 5), Stage("ready", r"^READY$", 5))
+    console = ArrivingConsole(["boot\nnetwork eth0", " 10.0.2.15\nmore\n", "READY\nafter\n"])
+    timeline = walk_stages(console, stages, time.monotonic())
+    assert timeline.mark("network").line == "network eth0 10.0.2.15"
+    assert timeline.mark("ready").line == "READY"
+
+
+def test_a_prompt_stage_needs_no_line_end() -> None:
+    stages = (Stage("login", r"login: ", 5, whole_line=False),)
+    timeline = walk_stages(ScriptedConsole("boot\nredox login: "), stages, time.monotonic())
+    assert timeline.mark("login").line == "redox login:"

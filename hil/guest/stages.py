@@ -20,6 +20,13 @@ class Stage:
     pattern: str
     budget: float
     description: str = ""
+    # A stage is reached when its line is complete, so the timeline keeps the whole line (a pattern like
+    # `network \S+` must not match "network eth0" before " 10.0.2.15" arrives). Prompts end no line.
+    whole_line: bool = True
+
+    def compiled(self) -> re.Pattern[str]:
+        pattern = f"(?:{self.pattern})[^\n]*\n" if self.whole_line else self.pattern
+        return re.compile(pattern, re.MULTILINE)
 
 
 @dataclass
@@ -96,7 +103,7 @@ def walk_stages(
 ) -> Timeline:
     """Follow the console through `stages`; return the timeline or raise StageTimeout / CrashSeen."""
     timeline = Timeline(started_at, [StageMark(s.name, s.budget * factor) for s in stages])
-    stage_res = [re.compile(s.pattern, re.MULTILINE) for s in stages]
+    stage_res = [stage.compiled() for stage in stages]
     crash_res = [re.compile(p, re.MULTILINE) for p in crash_patterns]
     since = started_at
     position = 0
@@ -131,5 +138,5 @@ def walk_stages(
 def line_of(match: re.Match[str]) -> str:
     text = match.string
     start = text.rfind("\n", 0, match.start()) + 1
-    end = text.find("\n", match.end())
+    end = text.find("\n", max(match.start(), match.end() - 1))  # a whole-line match ends with its newline
     return text[start : end if end >= 0 else len(text)].strip()[:300]

@@ -131,7 +131,7 @@ class RedoxProfile(RedoxKernelProfile):
         *KERNEL_STAGES,
         Stage("pci", r"PCI SG-BS:DV\.F", 60, "pcid enumerates PCI"),
         Stage("drivers", r"pcid-spawner: spawn", 60, "pcid-spawner starts the drivers"),
-        Stage("login", r"redox login: ", 120, "getty's login prompt on the serial console"),
+        Stage("login", r"redox login: ", 120, "getty's login prompt on the serial console", whole_line=False),
     )
     shell = IonShell()
     probe_binaries: ClassVar[dict[str, str]] = {"uring": "hil-uring-probe"}
