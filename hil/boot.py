@@ -55,6 +55,7 @@ class Booter:
     ) -> GuestSession:
         """A session ready to `start()`: QEMU not yet running, overlays and ports prepared."""
         profile = get_profile(request.guest)
+        profile.check_options(request.options)
         accel = self.accel_for(profile, request)
         self.on_phase(f"accelerator: {accel.name} ({accel.reason})")
         factor = request.timeout_factor or DEFAULT_FACTOR[accel.name]

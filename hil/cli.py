@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 
 from rich.console import Console as Terminal
+from rich.markup import escape
 
 from hil import __version__
+from hil.argtypes import Parser, positive_float, positive_int, probability
+from hil.cli_run import add_run_arguments, exit_code_table, run_command
 from hil.errors import HilError
-from hil.qemu.accel import ACCELERATORS
 from hil.qemu.process import install_signal_handlers
 from hil.results import USAGE_EXIT_CODE, Terminated, signal_exit_code
-from hil.runset import add_runset_arguments, smp_list
 
 terminal = Terminal(stderr=False, highlight=False)
 
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except HilError as err:
-        terminal.print(f"[bold red]hil:[/] {err}", markup=True, highlight=False, soft_wrap=True)
+        # Messages quote user input and guest text ("boot[run=1]", "NAME [bootstrap]"): never markup.
+        terminal.print(f"[bold red]hil:[/] {escape(str(err))}", markup=True, highlight=False, soft_wrap=True)
         return err.exit_code
     except Terminated as stop:
         terminal.print(f"[bold red]hil:[/] {stop}", markup=True)
@@ -40,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hil", description="Hardware-in-the-loop tests for Redox OS in QEMU")
+    parser = Parser(prog="hil", description="Hardware-in-the-loop tests for Redox OS in QEMU")
     parser.add_argument("--version", action="version", version=f"hil {__version__}")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
     _add_run(commands)
     _add_list(commands)
     _add_console(commands)
@@ -53,30 +55,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_run(commands: argparse._SubParsersAction) -> None:
-    run = commands.add_parser("run", help="boot a guest and run a scenario (e.g. `hil run boot`)")
-    run.add_argument("scenario", nargs="*", help="built-in scenario names (see `hil list`) or .toml paths")
-    run.add_argument("--guest", help="guest profile (default: the scenario's, usually `reference`)")
-    run.add_argument("--image", type=Path, help="the guest image to boot instead of the default one")
-    run.add_argument("--smp", type=smp_list, help="number of virtual CPUs; a list (1,2,4) runs each")
-    run.add_argument("--memory", type=_positive_int, help="guest memory in MiB")
-    run.add_argument("--accel", choices=ACCELERATORS, default="auto", help="accelerator (default: auto)")
-    run.add_argument("--timeout-factor", type=_positive_float, help="multiply every stage and step budget")
-    run.add_argument("--report-dir", type=Path, help="where artifacts and report.json go (default: a new folder)")
-    run.add_argument("--keep", action="store_true", help="leave the VM running afterwards (see `hil console`)")
-    run.add_argument("--snapshot", action=argparse.BooleanOptionalAction, default=None,
-                     help="start from a snapshot of the booted guest (default: as the scenario says)")  # fmt: skip
-    run.add_argument("--append", default="", help="extra kernel command line for guests booted with -kernel")
-    run.add_argument("--initrd-overlay", type=Path, action="append", default=[],
-                     help="a cpio archive laid over the guest's initramfs (repeatable)")  # fmt: skip
-    run.add_argument("--packages", metavar="DIR|URL", help="Redox guests: assemble the disk from these pkgar packages")
-    run.add_argument("--kernel", type=Path, help="Redox guests: put this kernel into the assembled disk")
-    run.add_argument("--initfs", type=Path, help="Redox guests: put this initfs into the assembled disk")
-    run.add_argument("--qemu", default="qemu-system-x86_64", help="the QEMU binary")
-    run.add_argument("--dump-guest-memory", action="store_true",
-                     help="on a hang, also save the guest's memory as guest-memory.elf")  # fmt: skip
-    run.add_argument("--examples", type=_names, help="tokio-examples only: which examples (default: all)")
-    add_runset_arguments(run)
+    run = commands.add_parser(
+        "run",
+        help="boot a guest and run a scenario (e.g. `hil run boot`)",
+        description="Boot a guest and run a scenario's steps; one verdict per run, every artifact kept.",
+        epilog=f"examples:\n{RUN_EXAMPLES}\n\n{exit_code_table()}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_run_arguments(run)
     run.set_defaults(handler=_cmd_run)
+
+
+RUN_EXAMPLES = """\
+  hil run nvme-uring                          the io_uring probe on NVMe
+  hil run boot --smp 4 --keep                 boot, run the steps, keep the VM
+  hil run boot --smp 1,2,4 --repeat 3 -j 2    a run set of 9 runs, 2 at once
+  hil run --suite gate --junit gate.xml       what CI runs
+  hil run kernel-smoke --packages DIR         a real Redox kernel"""
 
 
 def _add_list(commands: argparse._SubParsersAction) -> None:
@@ -130,8 +125,6 @@ def _add_image(commands: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from hil.cli_run import run_command
-
     return run_command(args, terminal)
 
 
@@ -173,16 +166,16 @@ def _add_bisect(commands: argparse._SubParsersAction) -> None:
     bisect.add_argument("--good", help="a revision without the bug")
     bisect.add_argument("--bad", help="a revision with the bug")
     bisect.add_argument("--build", help="shell command run in the repository at each commit (failure: skip)")
-    bisect.add_argument("--runs", type=_positive_int, default=3,
+    bisect.add_argument("--runs", type=positive_int, default=3,
                         help="runs at each endpoint (the bad one: up to twice this until the bug shows); "
                         "run-step: runs per commit")  # fmt: skip
-    bisect.add_argument("--confidence", type=_probability, default=0.95, help="stop at this confidence")
-    bisect.add_argument("--max-runs", type=_positive_int, default=200, help="give up after this many search runs")
+    bisect.add_argument("--confidence", type=probability, default=0.95, help="stop at this confidence")
+    bisect.add_argument("--max-runs", type=positive_int, default=200, help="give up after this many search runs")
     bisect.add_argument("--signature", help="the bug's signature (default: the bad commit's first failure)")
-    bisect.add_argument("--failure-rate", type=_probability,
+    bisect.add_argument("--failure-rate", type=probability,
                         help="run-step: how often a bad commit shows the bug (sets the runs)")  # fmt: skip
     bisect.add_argument("--no-verify-good", action="store_true", help="do not run the good commit first")
-    bisect.add_argument("--timeout-factor", type=_positive_float,
+    bisect.add_argument("--timeout-factor", type=positive_float,
                         help="added to each `hil run` that lacks it (hang detection scales with it)")  # fmt: skip
     bisect.add_argument("--log-dir", type=Path, help="where bisect-log.jsonl and the runs go")
     bisect.add_argument("command", nargs=argparse.REMAINDER,
@@ -225,37 +218,6 @@ def _cmd_image_ls(args: argparse.Namespace) -> int:
     from hil.image.redox.assemble import ls_command
 
     return ls_command(args, terminal)
-
-
-def _names(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = _positive_float(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"{value} must be below 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be greater than 0")
-    return value
 
 
 if __name__ == "__main__":

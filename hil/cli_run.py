@@ -1,23 +1,258 @@
-"""`hil run`: run a scenario with live progress, then print the timeline, the steps and the verdict."""
+"""`hil run`: its options, how they become RunOptions (once, for single runs and every run-set cell), the
+checks made before anything boots, and the live progress and verdict printed as a run goes."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console as Terminal
 from rich.status import Status
 from rich.table import Table
 
+from hil import argtypes
 from hil.errors import UsageError
 from hil.guest.stages import StageMark
+from hil.paths import writable_dir, writable_file
+from hil.qemu.accel import ACCELERATORS
 from hil.results import RunResult, StepResult, StepStatus, Verdict
-from hil.runner import RunObserver, RunOptions, run_scenario
-from hil.runset import runset_command, runset_requested, single_run_reports
+from hil.runner import RunObserver, RunOptions, check_run, run_scenario
+from hil.runset import (
+    Cell,
+    RunSetPlan,
+    RunSetResult,
+    RunSetRunner,
+    expand_cells,
+    load_suite,
+    new_runset_dir,
+    numbered,
+)
 from hil.scenario import load_scenario
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "crash": "bold red", "hang": "bold magenta",
                  "infra": "bold yellow"}  # fmt: skip
+# `hil run`'s exit codes, printed by `hil run --help` and pinned by tests (the README has the same table).
+EXIT_CODES = (
+    ("0", "pass: every step passed (a run set: every run)"),
+    ("1", "fail, crash or hang: the guest failed (a run set: any run did)"),
+    ("2", "usage error: a bad option or scenario, found before anything boots"),
+    ("3", "infra: QEMU, image or host problem; a run set stopped early"),
+    ("128+N", "stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)"),
+)
+
+
+def exit_code_table() -> str:
+    return "exit codes:\n" + "\n".join(f"  {code:<6} {meaning}" for code, meaning in EXIT_CODES)
+
+
+# --- the options ------------------------------------------------------------------------------------------
+
+
+def add_run_arguments(run: argparse.ArgumentParser) -> None:
+    run.add_argument("scenario", nargs="*", help="built-in scenario names (see `hil list`) or .toml paths")
+    machine = run.add_argument_group("guest and machine")
+    machine.add_argument("--guest", help="guest profile (default: the scenario's, usually `reference`)")
+    machine.add_argument("--image", type=Path, help="the guest image to boot instead of the default one")
+    machine.add_argument("--smp", type=argtypes.smp_list, help="number of virtual CPUs; a list (1,2,4) runs each")
+    machine.add_argument("--memory", type=argtypes.positive_int, help="guest memory in MiB")
+    machine.add_argument("--accel", choices=ACCELERATORS, default="auto", help="accelerator (default: auto)")
+    machine.add_argument("--append", default="", help="extra kernel command line for guests booted with -kernel")
+    machine.add_argument("--initrd-overlay", type=Path, action="append", default=[],
+                         help="a cpio archive laid over the guest's initramfs (repeatable)")  # fmt: skip
+    machine.add_argument("--qemu", default="qemu-system-x86_64", help="the QEMU binary")
+    machine.add_argument("--snapshot", action=argparse.BooleanOptionalAction, default=None,
+                         help="start from a snapshot of the booted guest (default: as the scenario says)")  # fmt: skip
+    behaviour = run.add_argument_group("waiting, keeping and reporting")
+    behaviour.add_argument("--timeout-factor", type=argtypes.positive_float,
+                           help="multiply every stage and step budget")  # fmt: skip
+    behaviour.add_argument("--report-dir", type=Path, help="where artifacts and report.json go (default: a new folder)")
+    behaviour.add_argument("--keep", action="store_true", help="leave the VM running afterwards (see `hil console`)")
+    behaviour.add_argument("--dump-guest-memory", action="store_true",
+                           help="on a hang, also save the guest's memory as guest-memory.elf")  # fmt: skip
+    behaviour.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
+    behaviour.add_argument("--html", type=Path, metavar="DIR", help="write an HTML report (index.html and plots)")
+    redox = run.add_argument_group("Redox guests")
+    redox.add_argument("--packages", metavar="DIR|URL", help="assemble the disk from these pkgar packages")
+    redox.add_argument("--kernel", type=Path, help="put this kernel into the assembled disk")
+    redox.add_argument("--initfs", type=Path, help="put this initfs into the assembled disk")
+    runset = run.add_argument_group("run sets (several scenarios, smp values or repeats)")
+    runset.add_argument("--suite", help="run a suite: a name from hil/suites (e.g. `gate`) or a .toml path")
+    runset.add_argument("--repeat", type=argtypes.positive_int, default=1,
+                        help="run every scenario (and smp value) N times")  # fmt: skip
+    runset.add_argument("-j", "--jobs", type=argtypes.positive_int,
+                        help="runs at once (default: the suite's, else CPUs)")  # fmt: skip
+    runset.add_argument("--retry-infra", type=argtypes.count, metavar="N",
+                        help="re-run a run whose verdict is infra up to N times")  # fmt: skip
+    tokio = run.add_argument_group("tokio-examples")
+    tokio.add_argument("--examples", type=argtypes.names, help="which examples (default: all)")
+
+
+def run_parser() -> argparse.ArgumentParser:
+    """`hil run` on its own: how a run-set cell's command line is read back, exactly as its child reads it."""
+    parser = argtypes.Parser(prog="hil run")
+    parser.quiet_errors = True
+    add_run_arguments(parser)
+    return parser
+
+
+def options_from_args(args: argparse.Namespace) -> RunOptions:
+    """The one translation of `hil run` options into RunOptions."""
+    return RunOptions(
+        guest=args.guest,
+        image=args.image,
+        smp=args.smp[0] if args.smp else None,
+        memory_mb=args.memory,
+        accel=args.accel,
+        timeout_factor=args.timeout_factor,
+        report_dir=args.report_dir,
+        keep=args.keep,
+        append=args.append,
+        extra_initrd=tuple(args.initrd_overlay),
+        qemu_binary=args.qemu,
+        packages=args.packages,
+        kernel=args.kernel,
+        initfs=args.initfs,
+        snapshot=args.snapshot,
+        dump_guest_memory=args.dump_guest_memory,
+    )
+
+
+# `hil run` options a run set passes on to every cell unchanged: (attribute, flag).
+FORWARDED_OPTIONS = (
+    ("guest", "--guest"),
+    ("image", "--image"),
+    ("memory", "--memory"),
+    ("accel", "--accel"),
+    ("timeout_factor", "--timeout-factor"),
+    ("append", "--append"),
+    ("packages", "--packages"),
+    ("kernel", "--kernel"),
+    ("initfs", "--initfs"),
+    ("qemu", "--qemu"),
+)
+DEFAULTS_NOT_FORWARDED = {"accel": "auto", "append": "", "qemu": "qemu-system-x86_64"}
+FORWARDED_FLAGS = (("dump_guest_memory", "--dump-guest-memory"),)
+
+
+def forwarded_args(args: argparse.Namespace) -> Iterable[str]:
+    for attribute, flag in FORWARDED_OPTIONS:
+        value = getattr(args, attribute, None)
+        if value is not None and value != DEFAULTS_NOT_FORWARDED.get(attribute):
+            yield from (flag, str(value))
+    for attribute, flag in FORWARDED_FLAGS:
+        if getattr(args, attribute, False):
+            yield flag
+    for overlay in getattr(args, "initrd_overlay", None) or []:
+        yield from ("--initrd-overlay", str(overlay))
+    snapshot = getattr(args, "snapshot", None)
+    if snapshot is not None:
+        yield "--snapshot" if snapshot else "--no-snapshot"
+
+
+# --- checks before anything boots -------------------------------------------------------------------------
+
+
+def check_report_options(args: argparse.Namespace) -> None:
+    if args.junit is not None:
+        writable_file("--junit", args.junit)
+    if args.html is not None:
+        writable_dir("--html", args.html, private=False)
+
+
+def check_cell(cell: Cell, plan: RunSetPlan) -> None:
+    """A run-set cell is checked as its own `hil run` will check it, before any cell starts."""
+    try:
+        args = run_parser().parse_args([cell.scenario, *cell.args, *plan.common_args])
+        check_run(load_scenario(cell.scenario), options_from_args(args))
+    except UsageError as err:
+        raise UsageError(f"run {cell.title}: {err}") from None
+
+
+# --- run sets ---------------------------------------------------------------------------------------------
+
+
+def runset_requested(args: Any) -> bool:
+    """More than one run asked for: a suite, several scenarios, several smp values or repeats."""
+    scenarios = list(getattr(args, "scenario", None) or [])
+    smp = list(getattr(args, "smp", None) or [None])
+    return bool(getattr(args, "suite", None)) or len(scenarios) * len(smp) * getattr(args, "repeat", 1) > 1
+
+
+def plan_from_args(args: Any) -> RunSetPlan:
+    scenarios = list(args.scenario or [])
+    if getattr(args, "keep", False):
+        raise UsageError("--keep leaves one VM running: use it with a single run, not a run set")
+    if not scenarios and not args.suite:
+        raise UsageError("name a scenario (e.g. `hil run boot`) or a suite (`hil run --suite gate`)")
+    common = tuple(forwarded_args(args))
+    suite = load_suite(args.suite, args.smp) if args.suite else None
+    cells = list(suite.cells) if suite else []
+    if suite and args.repeat > 1:  # --repeat N: every suite entry N times
+        cells = [cell for cell in cells if cell.repeat == 1 for _ in range(args.repeat)]
+    cells += expand_cells(scenarios, args.smp or [None], args.repeat)
+    name = suite.name if suite else _name_of(cells)
+    jobs = args.jobs or (suite.jobs if suite else os.cpu_count() or 1)
+    retry = args.retry_infra if args.retry_infra is not None else (suite.retry_infra if suite else 0)
+    return RunSetPlan(name, tuple(numbered(cells)), jobs, retry, common)
+
+
+def _name_of(cells: list[Cell]) -> str:
+    labels = list(dict.fromkeys(cell.label for cell in cells))
+    return "+".join(labels)[:40] if labels else "runset"
+
+
+def runset_command(args: Any, terminal: Any) -> int:
+    """`hil run` with several runs: check every cell, run them in parallel with a live table, then
+    summarize and report."""
+    from hil.reports.live import live_progress
+
+    plan = plan_from_args(args)
+    for cell in plan.cells:
+        check_cell(cell, plan)
+    root = writable_dir("--report-dir", args.report_dir) if args.report_dir else new_runset_dir(plan.name)
+    terminal.print(
+        f"hil run set [bold]{plan.name}[/]: {len(plan.cells)} runs, {plan.jobs} at once, "
+        f"infra retries {plan.retry_infra} -> {root}",
+        soft_wrap=True,
+    )
+    runner = RunSetRunner(plan, root)
+    try:
+        with live_progress(terminal, runner.progress) as on_change:
+            runner.on_change = on_change
+            runner.run()
+    finally:  # stopped or not, CI gets its summary and reports from what ran
+        if runner.result is not None:
+            _publish(runner.result, args, terminal)
+    assert runner.result is not None
+    return runner.result.exit_code
+
+
+def _publish(result: RunSetResult, args: Any, terminal: Any) -> None:
+    from hil.reports import write_reports
+    from hil.reports.summary import print_summary
+
+    print_summary(terminal, result)
+    written = write_reports(result, args.junit, args.html)
+    for kind, path in {"runset": result.root / "runset.json", **written}.items():
+        terminal.print(f"{kind}: {path}", soft_wrap=True)
+
+
+def single_run_reports(args: Any, run_dir: Path, terminal: Any) -> None:
+    """`hil run boot --junit FILE --html DIR`: the same reports for one run."""
+    if not (getattr(args, "junit", None) or getattr(args, "html", None)):
+        return
+    from hil.reports import write_reports
+
+    result = RunSetResult.from_run_dirs([run_dir], name=run_dir.name, root=run_dir.parent)
+    for kind, path in write_reports(result, args.junit, args.html).items():
+        terminal.print(f"{kind}: {path}", soft_wrap=True)
+
+
+# --- one run, live ----------------------------------------------------------------------------------------
 
 
 STEP_STYLE = {StepStatus.PASS: "green", StepStatus.INTERRUPTED: "yellow"}
@@ -85,6 +320,7 @@ def _metric(metric: dict | None) -> str:
 def run_command(args: argparse.Namespace, terminal: Terminal) -> int:
     from hil.tokio.cli import TOKIO_SCENARIO, run_tokio
 
+    check_report_options(args)
     if args.scenario == [TOKIO_SCENARIO]:  # a matrix of examples x smp, not a TOML scenario
         return run_tokio(args, terminal)
     if runset_requested(args):
@@ -92,24 +328,8 @@ def run_command(args: argparse.Namespace, terminal: Terminal) -> int:
     if not args.scenario:
         raise UsageError("name a scenario (e.g. `hil run boot`) or a suite (`hil run --suite gate`)")
     scenario = load_scenario(args.scenario[0])
-    options = RunOptions(
-        guest=args.guest,
-        image=args.image,
-        smp=args.smp[0] if args.smp else None,
-        memory_mb=args.memory,
-        accel=args.accel,
-        timeout_factor=args.timeout_factor,
-        report_dir=args.report_dir,
-        keep=args.keep,
-        append=args.append,
-        extra_initrd=tuple(args.initrd_overlay),
-        qemu_binary=args.qemu,
-        packages=args.packages,
-        kernel=args.kernel,
-        initfs=args.initfs,
-        snapshot=args.snapshot,
-        dump_guest_memory=getattr(args, "dump_guest_memory", False),
-    )
+    options = options_from_args(args)
+    check_run(scenario, options)
     terminal.print(f"hil run [bold]{scenario.name}[/] on guest [bold]{options.guest or scenario.guest}[/]")
     with terminal.status("preparing") as status:
         observer = LiveObserver(terminal, status)
@@ -120,7 +340,7 @@ def run_command(args: argparse.Namespace, terminal: Terminal) -> int:
             if observer.result is not None:
                 print_result(terminal, observer.result)
                 single_run_reports(args, observer.result.run_dir, terminal)
-    return result.verdict.exit_code
+    return result.exit_code
 
 
 def print_result(terminal: Terminal, result: RunResult) -> None:

@@ -17,7 +17,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from hil.errors import HilError
+from hil.errors import HilError, UsageError
 from hil.guest.ansi import strip_ansi
 from hil.guest.console import CommandTimeout, ConsoleClosed
 from hil.guest.stages import CrashSeen, StageTimeout
@@ -147,6 +147,10 @@ class Judge:
         self.result.details["hang"] = {"stage": "shell", "last_lines": self.session.console.recent_lines()}
         self._hang_found(HangPlace("shell", "prompt"))
 
+    def _usage(self, error: UsageError) -> None:
+        self.result.judged(Verdict.INFRA, f"usage error: {error}")
+        self.result.usage_error = True
+
     def _host_problem(self, error: HilError) -> None:
         self.result.judged(Verdict.INFRA, str(error))
 
@@ -211,6 +215,7 @@ _HANDLERS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], An
     (DeviceNotSeen, Judge._device_not_seen),
     (ConsoleClosed, Judge._console_closed),
     ((TimeoutError, CommandTimeout), Judge._no_shell),
+    (UsageError, Judge._usage),
     (HilError, Judge._host_problem),
     (BaseException, Judge._bug),
 )

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hil.errors import UsageError
+
 
 def _xdg(var: str, fallback: str) -> Path:
     value = os.environ.get(var)
@@ -31,6 +33,35 @@ def private_dir(path: Path) -> Path:
     """Create `path` (and parents) and make it readable by the user only."""
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o700)
+    return path
+
+
+def writable_dir(flag: str, path: Path, private: bool = True) -> Path:
+    """`path` as a folder hil can write in (created if missing; made private unless told otherwise), or a
+    UsageError naming `flag`."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path}: is a file, not a folder. Fix: give a folder (hil creates it if missing)")
+    try:
+        if private:
+            private_dir(path)
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise UsageError(f"{flag} {path}: cannot write there ({err.strerror or err}). "
+                         "Fix: give a folder you can write in") from None  # fmt: skip
+    return path
+
+
+def writable_file(flag: str, path: Path) -> Path:
+    """`path` as a file hil can (over)write: not a folder, in a folder it can write in."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder. Fix: give a file name, e.g. {path / 'report.xml'}")
+    try:
+        writable_dir(flag, path.parent, private=False)
+    except UsageError as err:
+        raise UsageError(str(err).replace(f"{flag} {path.parent}:", f"{flag} {path}: in {path.parent}:", 1)) from None
     return path
 
 

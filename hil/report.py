@@ -52,6 +52,7 @@ def build_report(result: RunResult, scenario: Scenario | None = None) -> dict[st
         "guest": result.guest,
         "verdict": str(result.verdict),
         "reason": result.reason,
+        "exit_code": result.exit_code,
         # What `hil bisect` compares between runs: hang:<class>:<where>, crash:<title>:<frame>, fail:step:<name>
         "signature": result.details.get("signature"),
         "accel": result.accel.name if result.accel else None,

@@ -115,6 +115,12 @@ class RunResult:
     started_wall: float = field(default_factory=time.time)
     duration: float = 0.0
     kept: dict[str, Any] | None = None
+    # A user mistake seen only once the run was under way (a damaged package): infra, yet exit 2, not retried.
+    usage_error: bool = False
 
     def judged(self, verdict: Verdict, reason: str) -> None:
         self.verdict, self.reason = verdict, reason
+
+    @property
+    def exit_code(self) -> int:
+        return USAGE_EXIT_CODE if self.usage_error else self.verdict.exit_code

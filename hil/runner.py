@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hil.boot import Booter, BootRequest
-from hil.guest.profiles import GuestOptions
+from hil.errors import UsageError
+from hil.guest.profiles import GuestOptions, get_profile, profile_names
 from hil.guest.stages import StageMark
 from hil.judge import STOPS, InFlight, Judge
-from hil.paths import new_run_dir, private_dir
+from hil.paths import new_run_dir, private_dir, writable_dir
 from hil.qemu.process import signals_deferred
 from hil.report import write_report
 from hil.results import RunResult, StepResult, StepStatus
@@ -75,7 +76,21 @@ class SilentObserver:
         pass
 
 
+def check_run(scenario: Scenario, options: RunOptions) -> None:
+    """Every input of a run that can be checked without building or booting anything; a UsageError says
+    which and how to fix it. run_scenario calls it before it makes the run folder."""
+    if options.guest is not None and options.guest not in profile_names():
+        raise UsageError(f"--guest {options.guest}: not a known guest. Fix: use one of {', '.join(profile_names())}")
+    request = boot_request(scenario, options)
+    get_profile(request.guest).check_options(request.options)
+    if options.report_dir is not None:
+        writable_dir("--report-dir", options.report_dir)
+
+
 def run_scenario(scenario: Scenario, options: RunOptions, observer: RunObserver | None = None) -> RunResult:
+    """Run `scenario`; mistakes in its inputs raise UsageError before anything starts, everything after
+    that ends in a judged RunResult with its report.json."""
+    check_run(scenario, options)
     observer = observer or SilentObserver()
     run_dir = private_dir(options.report_dir) if options.report_dir else new_run_dir(scenario.name)
     result = RunResult(scenario.name, options.guest or scenario.guest, run_dir)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import math
 import os
 import shutil
 import signal
@@ -21,7 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-import tomllib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,10 +32,12 @@ from typing import Any
 
 from hil import __version__
 from hil.errors import UsageError
+from hil.guest.profiles import profile_names
 from hil.judge import describe_stop
 from hil.paths import new_run_dir, private_dir, state_dir
 from hil.report import REPORT_NAME
-from hil.results import Verdict
+from hil.results import USAGE_EXIT_CODE, Verdict
+from hil.scenario import load_scenario, read_toml
 from hil.store import atomic_write_json
 
 RUNSET_NAME = "runset.json"
@@ -103,8 +105,6 @@ def expand_cells(
     args: tuple[str, ...] = (),
 ) -> list[Cell]:
     """scenarios x smp values x repeats, in that order; unknown scenarios fail here, before anything runs."""
-    from hil.scenario import load_scenario  # here: `hil --help` should not load the device catalog
-
     cells = []
     for scenario in scenarios:
         label = load_scenario(scenario).name
@@ -139,11 +139,9 @@ def suite_names() -> list[str]:
 def load_suite(name_or_path: str, smp_override: Sequence[int] | None = None) -> RunSetPlan:
     """A suite by built-in name (`gate`) or path; `smp_override` replaces every entry's smp values."""
     path = _suite_path(name_or_path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise UsageError(f"{path}: not valid TOML: {err}") from None
+    data = read_toml(path)
     _check_keys(path, "", data, SUITE_KEYS)
+    _check_types(path, "", data, SUITE_TYPES)
     runs = data.get("runs")
     if not isinstance(runs, list) or not runs:
         raise UsageError(f"{path}: key 'runs': missing or empty. Fix: add [[runs]] tables with scenario = \"boot\"")
@@ -159,15 +157,18 @@ def load_suite(name_or_path: str, smp_override: Sequence[int] | None = None) -> 
 
 
 def _suite_path(name_or_path: str) -> Path:
+    """A bare name is a built-in suite, whatever the current folder holds; a path has a slash or .toml."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    builtin = suites_dir() / f"{name_or_path}.toml"
+    if path.suffix != ".toml" and "/" not in name_or_path:
+        if builtin.is_file():
+            return builtin
         if not path.is_file():
-            raise UsageError(f"suite file {path} does not exist")
-        return path
-    candidate = suites_dir() / f"{name_or_path}.toml"
-    if not candidate.is_file():
-        raise UsageError(f"unknown suite {name_or_path!r}; built-in suites: {', '.join(suite_names())}")
-    return candidate
+            raise UsageError(f"unknown suite {name_or_path!r}; built-in suites: {', '.join(suite_names())}")
+    if not path.is_file():
+        problem = "is a folder, not a suite file" if path.is_dir() else "does not exist"
+        raise UsageError(f"suite file {path} {problem}")
+    return path
 
 
 def _suite_cells(path: Path, index: int, entry: Any, smp_override: Sequence[int] | None) -> list[Cell]:
@@ -175,6 +176,7 @@ def _suite_cells(path: Path, index: int, entry: Any, smp_override: Sequence[int]
     if not isinstance(entry, dict) or not isinstance(entry.get("scenario"), str):
         raise UsageError(f"{path}: key '{where}.scenario': missing. Fix: write scenario = \"boot\" in each [[runs]]")
     _check_keys(path, f"{where}.", entry, RUN_KEYS)
+    _check_types(path, f"{where}.", entry, RUN_OPTION_TYPES)
     smp = entry.get("smp", [None])
     smp_values = list(smp_override) if smp_override else (smp if isinstance(smp, list) else [smp])
     if not all(value is None or (isinstance(value, int) and value > 0) for value in smp_values):
@@ -186,6 +188,40 @@ def _suite_cells(path: Path, index: int, entry: Any, smp_override: Sequence[int]
     if not Path(scenario).is_absolute() and (path.parent / scenario).is_file():
         scenario = str(path.parent / scenario)  # a scenario file beside the suite file
     return expand_cells([scenario], smp_values, repeat, _entry_args(entry))
+
+
+def _whole(least: int) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+# The types of a suite's keys and of a [[runs]] entry's options: (check, what to write instead).
+SUITE_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (_text, "a name in quotes"),
+    "description": (_text, "a description in quotes"),
+    "jobs": (_whole(1), "a whole number of at least 1"),
+    "retry_infra": (_whole(0), "a whole number (0 for none)"),
+}
+RUN_OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "guest": (lambda value: value in profile_names(), f"one of {', '.join(profile_names())} in quotes"),
+    "memory": (_whole(1), "a whole number of MiB"),
+    "timeout_factor": (_positive_number, "a number greater than 0"),
+    "snapshot": (lambda value: isinstance(value, bool), "true or false"),
+    "append": (_text, "a kernel command line in quotes"),
+}
+
+
+def _check_types(path: Path, where: str, table: dict[str, Any], types: dict[str, Any]) -> None:
+    for key, (valid, fix) in types.items():
+        if key in table and not valid(table[key]):
+            raise UsageError(f"{path}: key '{where}{key}': is {table[key]!r}. Fix: give {fix}")
 
 
 def _entry_args(entry: dict[str, Any]) -> tuple[str, ...]:
@@ -479,7 +515,8 @@ class RunSetRunner:
             outcome = self._attempt(progress, self.root / "runs" / progress.cell.id / f"try{attempt}")
             result.attempts.append(outcome)
             result.report = read_report(outcome.report_dir)
-            if outcome.verdict != Verdict.INFRA or self.cancelled.is_set():
+            # Not retried: the kernel's verdicts, a user's mistake (exit 2), a stopped run set.
+            if outcome.verdict != Verdict.INFRA or outcome.exit_code == USAGE_EXIT_CODE or self.cancelled.is_set():
                 break
         progress.state, progress.finished, progress.activity = result.verdict, time.monotonic(), result.reason
         self.on_change(progress)
@@ -560,142 +597,3 @@ def run_plan(
         raise UsageError("the run set has no runs")
     runner = RunSetRunner(plan, root or new_runset_dir(plan.name), hil_command, on_change)
     return runner.run()
-
-
-# --- the `hil run` command line for run sets ------------------------------------------------------------------
-
-# `hil run` options a run set passes on to every cell unchanged: (attribute, flag).
-FORWARDED_OPTIONS = (
-    ("guest", "--guest"),
-    ("image", "--image"),
-    ("memory", "--memory"),
-    ("accel", "--accel"),
-    ("timeout_factor", "--timeout-factor"),
-    ("append", "--append"),
-    ("packages", "--packages"),
-    ("kernel", "--kernel"),
-    ("initfs", "--initfs"),
-    ("qemu", "--qemu"),
-)
-DEFAULTS_NOT_FORWARDED = {"accel": "auto", "append": "", "qemu": "qemu-system-x86_64"}
-FORWARDED_FLAGS = (("dump_guest_memory", "--dump-guest-memory"),)
-
-
-def smp_list(text: str) -> list[int]:
-    """argparse type for --smp: one number or a comma list (`1,2,4`)."""
-    import argparse
-
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a comma list of numbers (1,2,4)") from None
-    if not values or any(value < 1 for value in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: every CPU count must be at least 1")
-    return values
-
-
-def add_runset_arguments(run: Any) -> None:
-    """The options `hil run` takes for run sets (the scenario positional becomes nargs="*")."""
-    run.add_argument("--suite", help="run a suite: a name from hil/suites (e.g. `gate`) or a .toml path")
-    run.add_argument("--repeat", type=_at_least_one, default=1, help="run every scenario (and smp value) N times")
-    run.add_argument("-j", "--jobs", type=_at_least_one, help="runs at once (default: the suite's, else CPUs)")
-    run.add_argument("--retry-infra", type=int, metavar="N", help="re-run a run whose verdict is infra up to N times")
-    run.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
-    run.add_argument("--html", type=Path, metavar="DIR", help="write an HTML report (index.html and plots)")
-
-
-def runset_requested(args: Any) -> bool:
-    """More than one run asked for: a suite, several scenarios, several smp values or repeats."""
-    scenarios = list(getattr(args, "scenario", None) or [])
-    smp = list(getattr(args, "smp", None) or [None])
-    return bool(getattr(args, "suite", None)) or len(scenarios) * len(smp) * getattr(args, "repeat", 1) > 1
-
-
-def plan_from_args(args: Any) -> RunSetPlan:
-    scenarios = list(args.scenario or [])
-    if getattr(args, "keep", False):
-        raise UsageError("--keep leaves one VM running: use it with a single run, not a run set")
-    if not scenarios and not args.suite:
-        raise UsageError("name a scenario (e.g. `hil run boot`) or a suite (`hil run --suite gate`)")
-    common = tuple(_forwarded(args))
-    suite = load_suite(args.suite, args.smp) if args.suite else None
-    cells = list(suite.cells) if suite else []
-    if suite and args.repeat > 1:  # --repeat N: every suite entry N times
-        cells = [cell for cell in cells if cell.repeat == 1 for _ in range(args.repeat)]
-    cells += expand_cells(scenarios, args.smp or [None], args.repeat)
-    name = suite.name if suite else _name_of(cells)
-    jobs = args.jobs or (suite.jobs if suite else os.cpu_count() or 1)
-    retry = args.retry_infra if args.retry_infra is not None else (suite.retry_infra if suite else 0)
-    return RunSetPlan(name, tuple(numbered(cells)), jobs, retry, common)
-
-
-def runset_command(args: Any, terminal: Any) -> int:
-    """`hil run` with several runs: run them in parallel with a live table, then summarize and report."""
-    from hil.reports.live import live_progress
-
-    plan = plan_from_args(args)
-    root = args.report_dir or new_runset_dir(plan.name)
-    terminal.print(
-        f"hil run set [bold]{plan.name}[/]: {len(plan.cells)} runs, {plan.jobs} at once, "
-        f"infra retries {plan.retry_infra} -> {root}",
-        soft_wrap=True,
-    )
-    runner = RunSetRunner(plan, root)
-    try:
-        with live_progress(terminal, runner.progress) as on_change:
-            runner.on_change = on_change
-            runner.run()
-    finally:  # stopped or not, CI gets its summary and reports from what ran
-        if runner.result is not None:
-            _publish(runner.result, args, terminal)
-    assert runner.result is not None
-    return runner.result.exit_code
-
-
-def _publish(result: RunSetResult, args: Any, terminal: Any) -> None:
-    from hil.reports import write_reports
-    from hil.reports.summary import print_summary
-
-    print_summary(terminal, result)
-    written = write_reports(result, args.junit, args.html)
-    for kind, path in {"runset": result.root / RUNSET_NAME, **written}.items():
-        terminal.print(f"{kind}: {path}", soft_wrap=True)
-
-
-def single_run_reports(args: Any, run_dir: Path, terminal: Any) -> None:
-    """`hil run boot --junit FILE --html DIR`: the same reports for one run."""
-    if not (getattr(args, "junit", None) or getattr(args, "html", None)):
-        return
-    from hil.reports import write_reports
-
-    result = RunSetResult.from_run_dirs([run_dir], name=run_dir.name, root=run_dir.parent)
-    for kind, path in write_reports(result, args.junit, args.html).items():
-        terminal.print(f"{kind}: {path}", soft_wrap=True)
-
-
-def _forwarded(args: Any) -> Iterable[str]:
-    for attribute, flag in FORWARDED_OPTIONS:
-        value = getattr(args, attribute, None)
-        if value is not None and value != DEFAULTS_NOT_FORWARDED.get(attribute):
-            yield from (flag, str(value))
-    for attribute, flag in FORWARDED_FLAGS:
-        if getattr(args, attribute, False):
-            yield flag
-    for overlay in getattr(args, "initrd_overlay", None) or []:
-        yield from ("--initrd-overlay", str(overlay))
-    snapshot = getattr(args, "snapshot", None)
-    if snapshot is not None:
-        yield "--snapshot" if snapshot else "--no-snapshot"
-
-
-def _name_of(cells: list[Cell]) -> str:
-    labels = list(dict.fromkeys(cell.label for cell in cells))
-    return "+".join(labels)[:40] if labels else "runset"
-
-
-def _at_least_one(text: str) -> int:
-    import argparse
-
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number of at least 1")
-    return int(text)

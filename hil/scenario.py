@@ -6,17 +6,24 @@ the file, the key and what to write instead, never a traceback.
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from hil.argtypes import MAX_SMP
 from hil.devices.base import Device
 from hil.devices.catalog import DeviceSpecError, device_from_table
+from hil.devices.net import E1000
 from hil.errors import UsageError
+from hil.guest.profiles import profile_names
 
 NUMBER = (int, float)
+MAX_TIMEOUT = 24 * 3600.0
+SSH_PORT = 22
 
 
 @dataclass(frozen=True)
@@ -25,16 +32,19 @@ class Param:
     default: Any = None
     required: bool = False
     help: str = ""
+    check: str = ""  # a further check of the value: "regex", "port", "status", "names" (a list of strings)
 
 
 # Each step kind: the key naming it (its value is the main argument) and the other keys it takes.
 STEP_KINDS: dict[str, dict[str, Param]] = {
     "run": {
         "run": Param(str, required=True, help="the shell command"),
-        "expect_status": Param(int, 0, help="exit status required (default 0)"),
-        "expect_output": Param(str, help="a regular expression the output must match"),
+        "expect_status": Param(int, 0, help="exit status required (default 0)", check="status"),
+        "expect_output": Param(str, help="a regular expression the output must match", check="regex"),
     },
-    "console": {"console": Param(str, required=True, help="a regular expression to wait for on the console")},
+    "console": {
+        "console": Param(str, required=True, help="a regular expression to wait for on the console", check="regex")
+    },
     "hotplug": {"hotplug": Param(str, required=True, help='the id of a device with plug = "hotplug"')},
     "unplug": {"unplug": Param(str, required=True, help="the id of a hot-pluggable device")},
     "check_device": {"check_device": Param(str, required=True, help="the id of a device the guest must show")},
@@ -42,24 +52,24 @@ STEP_KINDS: dict[str, dict[str, Param]] = {
         "probe": Param(str, required=True, help='the probe to run: "uring"'),
         "device": Param(str, help="the id of the device the probe works on"),
         "args": Param(str, "", help="arguments for the probe"),
-        "expect_cases": Param(list, help="case names that must pass (default: every case)"),
-        "allow_fail": Param(list, [], help="case names allowed to fail"),
+        "expect_cases": Param(list, help="case names that must pass (default: every case)", check="names"),
+        "allow_fail": Param(list, [], help="case names allowed to fail", check="names"),
     },
     "console_probe": {
         "console_probe": Param(str, required=True, help="the probe whose output the guest prints by itself"),
-        "expect_cases": Param(list, help="case names that must pass (default: every case)"),
-        "allow_fail": Param(list, [], help="case names allowed to fail"),
+        "expect_cases": Param(list, help="case names that must pass (default: every case)", check="names"),
+        "allow_fail": Param(list, [], help="case names allowed to fail", check="names"),
     },
     "host": {
         "host": Param(str, required=True, help='"send" (host -> guest port) or "receive" (guest -> host)'),
         "proto": Param(str, "tcp", help='"tcp" or "udp"'),
-        "guest_port": Param(int, help="the guest port to reach (send)"),
+        "guest_port": Param(int, help="the guest port to reach (send)", check="port"),
         "payload": Param(str, "hil-payload", help="bytes to send"),
         "expect": Param(str, help="what must come back (send; default: the payload, an echo)"),
         "guest_command": Param(str, help="the guest command that sends (receive; {host_addr} {host_port})"),
     },
 }
-COMMON_STEP_KEYS = {"name": Param(str), "timeout": Param(NUMBER, 30.0)}
+COMMON_STEP_KEYS = {"name": Param(str), "timeout": Param(NUMBER, 30.0, help="seconds", check="seconds")}
 PROBES = ("uring",)
 HOST_MODES = ("send", "receive")
 
@@ -112,25 +122,30 @@ def builtin_names() -> list[str]:
 
 
 def load_scenario(name_or_path: str) -> Scenario:
-    """A scenario by built-in name (`boot`) or by a path to a .toml file."""
+    """A scenario by built-in name (`boot`) or by a path to a .toml file.
+
+    A bare name is a built-in one even when the current folder holds something of that name; a path says
+    so with a slash or a .toml suffix.
+    """
     path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
+    builtin = builtin_dir() / f"{name_or_path}.toml"
+    if path.suffix != ".toml" and "/" not in name_or_path:
+        if builtin.is_file():
+            return parse_scenario(builtin)
         if not path.is_file():
-            raise UsageError(f"scenario file {path} does not exist")
-        return parse_scenario(path)
-    candidate = builtin_dir() / f"{name_or_path}.toml"
-    if not candidate.is_file():
-        known = ", ".join(builtin_names())
-        raise UsageError(f"unknown scenario {name_or_path!r}; built-in scenarios: {known} (or give a .toml path)")
-    return parse_scenario(candidate)
+            known = ", ".join(builtin_names())
+            raise UsageError(f"unknown scenario {name_or_path!r}; built-in scenarios: {known} (or give a .toml path)")
+    if not path.is_file():
+        problem = "is a folder, not a scenario file" if path.is_dir() else "does not exist"
+        raise UsageError(f"scenario file {path} {problem}")
+    return parse_scenario(path)
 
 
 def parse_scenario(path: Path) -> Scenario:
     """Scenarios are rebuilt from the file each time: devices hold per-run state (overlays, ports)."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise UsageError(f"{path}: not valid TOML: {err}") from None
+    data = read_toml(path)
+    if not data:
+        raise UsageError(f"{path}: the file is empty. Fix: write a scenario (see `hil list` and hil/scenarios/)")
     _only_keys(path, "", data, {"name", "description", "guest", "tags", "machine", "budgets", "devices", "steps"})
     machine = _table(path, data, "machine")
     _only_keys(path, "machine.", machine, {"smp", "memory", "append", "snapshot", "initfs_probe"})
@@ -139,21 +154,50 @@ def parse_scenario(path: Path) -> Scenario:
     devices = _parse_devices(path, _array(path, data, "devices"))
     steps = tuple(_parse_step(path, i, raw) for i, raw in enumerate(_array(path, data, "steps")))
     _check_references(path, devices, steps)
+    guest = _typed(path, data, "guest", str, "reference")
+    if guest not in profile_names():
+        known = ", ".join(profile_names())
+        raise ScenarioError(path, "guest", f"is {guest!r}, not a known guest", f"use one of {known}")
+    factor = _typed(path, budgets, "timeout_factor", NUMBER, None, prefix="budgets.")
+    if factor is not None:
+        _seconds(path, "budgets.timeout_factor", factor, "a factor", upper=1000.0)
+    smp = _positive(path, machine, "machine.", "smp", upper=MAX_SMP)
+    memory = _positive(path, machine, "machine.", "memory")
+    if not steps:
+        raise ScenarioError(path, "steps", "the scenario has no steps",
+                            'add [[steps]] tables, e.g. run = "uname -a" (a boot alone: run = "true")')  # fmt: skip
     return Scenario(
         name=_typed(path, data, "name", str, path.stem),
         description=_typed(path, data, "description", str, ""),
         source=path,
-        guest=_typed(path, data, "guest", str, "reference"),
-        smp=_positive(path, machine, "machine.", "smp"),
-        memory_mb=_positive(path, machine, "machine.", "memory"),
+        guest=guest,
+        smp=smp,
+        memory_mb=memory,
         append=_typed(path, machine, "append", str, "", prefix="machine."),
         snapshot=_flag(path, machine, "snapshot", prefix="machine."),
         initfs_probe=_typed(path, machine, "initfs_probe", str, None, prefix="machine."),
-        timeout_factor=_typed(path, budgets, "timeout_factor", NUMBER, None, prefix="budgets."),
-        tags=tuple(_typed(path, data, "tags", list, [])),
+        timeout_factor=factor,
+        tags=tuple(_names(path, "tags", _typed(path, data, "tags", list, []))),
         devices=devices,
         steps=steps,
     )
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file hil reads (scenario, suite), or a UsageError saying why it cannot."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read the file: {err.strerror or err}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{path}: not a text file (byte 0x{raw[err.start]:02x} at offset {err.start} is not UTF-8). "
+                         "Fix: give a TOML file") from None  # fmt: skip
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise UsageError(f"{path}: not valid TOML: {err}. Fix: correct the syntax there (https://toml.io)") from None
 
 
 def _parse_devices(path: Path, tables: list[Any]) -> tuple[DeviceEntry, ...]:
@@ -191,10 +235,42 @@ def _parse_step(path: Path, index: int, raw: Any) -> Step:
         if param.required and key not in raw:
             raise ScenarioError(path, f"{where}.{key}", "is missing", f"add {key} = ... ({param.help})")
         params[key] = _typed(path, raw, key, param.kind, param.default, prefix=f"{where}.")
+        if key in raw and param.check:
+            _check_value(path, f"{where}.{key}", param.check, params[key])
     _check_choices(path, where, kind, params)
     timeout = float(params.pop("timeout"))
     name = params.pop("name") or f"{kind} {params[kind]}"[:60]
     return Step(name=name, kind=kind, params=params, timeout=timeout)
+
+
+def _check_value(path: Path, key: str, check: str, value: Any) -> None:
+    """The checks a type alone does not make: every one of them would otherwise fail only after a boot."""
+    if check == "regex":
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise ScenarioError(path, key, f"is not a regular expression ({err})",
+                                "fix the pattern (Python `re` syntax; escape ( [ { * + ? with a backslash)") from None
+    elif check == "seconds":
+        _seconds(path, key, value, "seconds", upper=MAX_TIMEOUT)
+    elif check == "port" and not 0 < value < 65536:
+        raise ScenarioError(path, key, f"is {value}", "give a port number from 1 to 65535")
+    elif check == "status" and not 0 <= value <= 255:
+        raise ScenarioError(path, key, f"is {value}, which no command can exit with", "give a status from 0 to 255")
+    elif check == "names":
+        _names(path, key, value)
+
+
+def _seconds(path: Path, key: str, value: float, what: str, upper: float) -> None:
+    if not (math.isfinite(value) and 0 < value <= upper):
+        raise ScenarioError(path, key, f"is {value}", f"give {what} greater than 0 and at most {upper:g}")
+
+
+def _names(path: Path, key: str, values: list[Any]) -> list[str]:
+    for value in values:
+        if not isinstance(value, str):
+            raise ScenarioError(path, key, f"holds {value!r}", 'give a list of names in quotes, e.g. ["a", "b"]')
+    return values
 
 
 def _check_choices(path: Path, where: str, kind: str, params: dict[str, Any]) -> None:
@@ -213,25 +289,56 @@ def _check_choices(path: Path, where: str, kind: str, params: dict[str, Any]) ->
 
 
 def _check_references(path: Path, devices: tuple[DeviceEntry, ...], steps: tuple[Step, ...]) -> None:
+    """Steps name declared devices, plug and unplug them in an order that can work, and reach forwarded
+    ports; USB devices hang on a declared controller."""
     by_id = {e.device.id: e for e in devices}
+    plugged = {e.device.id for e in devices if e.at_boot}
     for index, step in enumerate(steps):
         key = step.kind if step.kind in ("hotplug", "unplug", "check_device") else "device"
-        if key not in step.params or step[key] is None:
-            continue
-        target = by_id.get(step[key])
-        where = f"steps[{index}].{key}"
-        if target is None:
-            known = ", ".join(by_id) or "none declared"
-            raise ScenarioError(path, where, f"names unknown device {step[key]!r}", f"use a device id ({known})")
-        if step.kind in ("hotplug", "unplug") and not target.device.hotpluggable:
-            raise ScenarioError(path, where, f"{target.device.describe()} cannot be (un)plugged at run time",
-                                "only nvme, usb-storage, usb-kbd and usb-tablet devices can")  # fmt: skip
+        if key in step.params and step[key] is not None:
+            entry = _referenced(path, f"steps[{index}].{key}", by_id, step[key])
+            if step.kind in ("hotplug", "unplug"):
+                _check_plug(path, f"steps[{index}].{key}", step.kind, entry, plugged)
+        if step.kind == "host" and step["host"] == "send":
+            _check_forwarded(path, f"steps[{index}].guest_port", devices, step["proto"], step["guest_port"])
     controllers = {e.device.id for e in devices if e.device.kind == "xhci"}
     for index, entry in enumerate(devices):
         controller = getattr(entry.device, "controller", None)
         if controller is not None and controller not in controllers:
             raise ScenarioError(path, f"devices[{index}].controller", f"names {controller!r}, not an xhci device",
                                 "declare a [[devices]] kind = \"xhci\" with that id")  # fmt: skip
+
+
+def _referenced(path: Path, where: str, by_id: dict[str, DeviceEntry], device_id: str) -> DeviceEntry:
+    entry = by_id.get(device_id)
+    if entry is None:
+        known = ", ".join(by_id) or "none declared"
+        raise ScenarioError(path, where, f"names unknown device {device_id!r}", f"use a device id ({known})")
+    return entry
+
+
+def _check_plug(path: Path, where: str, kind: str, entry: DeviceEntry, plugged: set[str]) -> None:
+    device = entry.device
+    if not device.hotpluggable:
+        raise ScenarioError(path, where, f"{device.describe()} cannot be (un)plugged at run time",
+                            "only nvme, usb-storage, usb-kbd and usb-tablet devices can")  # fmt: skip
+    if kind == "hotplug" and device.id in plugged:
+        state = "present from boot" if entry.at_boot else "added by an earlier step and not removed"
+        raise ScenarioError(path, where, f"{device.describe()} is {state}",
+                            'declare it with plug = "hotplug", or unplug it first')  # fmt: skip
+    if kind == "unplug" and device.id not in plugged:
+        raise ScenarioError(path, where, f"{device.describe()} is not plugged in at this point",
+                            "add a hotplug step for it before this one")  # fmt: skip
+    (plugged.add if kind == "hotplug" else plugged.discard)(device.id)
+
+
+def _check_forwarded(path: Path, where: str, devices: tuple[DeviceEntry, ...], proto: str, port: int) -> None:
+    if proto == "tcp" and port == SSH_PORT:  # every guest gets its SSH port forwarded
+        return
+    forwarded = [(f.proto, f.guest_port) for e in devices if isinstance(e.device, E1000) for f in e.device.forwards]
+    if (proto, port) not in forwarded:
+        raise ScenarioError(path, where, f"{proto} port {port} is not forwarded to the guest",
+                            f'add forwards = ["{proto}:{port}"] to an e1000 device')  # fmt: skip
 
 
 def _only_keys(path: Path, prefix: str, table: dict[str, Any], allowed: set[str]) -> None:
@@ -273,8 +380,9 @@ def _flag(path: Path, table: dict[str, Any], key: str, prefix: str = "") -> bool
     return value
 
 
-def _positive(path: Path, table: dict[str, Any], prefix: str, key: str) -> int | None:
+def _positive(path: Path, table: dict[str, Any], prefix: str, key: str, upper: int | None = None) -> int | None:
     value = _typed(path, table, key, int, None, prefix=prefix)
-    if value is not None and value < 1:
-        raise ScenarioError(path, f"{prefix}{key}", f"is {value}", "give a whole number of at least 1")
+    if value is not None and (value < 1 or (upper is not None and value > upper)):
+        most = f" and at most {upper}" if upper is not None else ""
+        raise ScenarioError(path, f"{prefix}{key}", f"is {value}", f"give a whole number of at least 1{most}")
     return value

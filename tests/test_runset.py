@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console as Terminal
 
+from hil.cli_run import plan_from_args, run_parser, runset_requested
 from hil.errors import UsageError
 from hil.reports.live import live_progress
 from hil.runset import (
@@ -19,13 +20,9 @@ from hil.runset import (
     Cell,
     RunSetPlan,
     RunSetRunner,
-    add_runset_arguments,
     expand_cells,
     load_suite,
-    plan_from_args,
     run_plan,
-    runset_requested,
-    smp_list,
     suite_names,
 )
 
@@ -69,11 +66,11 @@ def fake_hil(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str]
 
 
 def scenarios(tmp_path: Path, *names: str) -> list[str]:
-    """Minimal scenario files (a scenario needs no steps to load)."""
+    """Minimal scenario files: a name and one step."""
     paths = []
     for name in names:
         path = tmp_path / f"{name}.toml"
-        path.write_text(f'name = "{name}"\n')
+        path.write_text(f'name = "{name}"\n[[steps]]\nrun = "true"\n')
         paths.append(str(path))
     return paths
 
@@ -186,18 +183,8 @@ def test_the_gate_suite_is_built_in_and_loads() -> None:
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    """The `hil run` options as the CLI declares them, with the run-set ones added."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", nargs="*")
-    parser.add_argument("--smp", type=smp_list)
-    for option in ("--guest", "--memory", "--report-dir", "--qemu"):
-        parser.add_argument(option)
-    parser.add_argument("--accel", default="auto")
-    parser.add_argument("--snapshot", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--dump-guest-memory", action="store_true")
-    add_runset_arguments(parser)
-    return parser.parse_args(argv)
+    """The `hil run` options as the CLI declares them."""
+    return run_parser().parse_args(argv)
 
 
 def test_command_line_decides_between_one_run_and_a_run_set() -> None:
@@ -207,7 +194,7 @@ def test_command_line_decides_between_one_run_and_a_run_set() -> None:
     assert runset_requested(parse("boot", "nvme-uring"))
     assert runset_requested(parse("boot", "--repeat", "3"))
     assert runset_requested(parse("--suite", "gate"))
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError):
         parse("boot", "--smp", "1,x")
 
 

@@ -238,7 +238,7 @@ def test_rust_byte_strings_decode() -> None:
 
 
 def test_smp_lists_parse() -> None:
-    from hil.runset import smp_list
+    from hil.argtypes import smp_list
 
     assert smp_list("1,2,4") == [1, 2, 4] and smp_list("2") == [2]
     for bad in ("0", "a,b", ""):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,8 @@ from hil.devices.storage import Nvme, UsbStorage
 from hil.devices.usb import INPUT_MODELS, XHCI_MODELS, UsbInput, Xhci
 
 COMMON_KEYS = {"kind", "id", "plug"}
+DEVICE_ID = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,31}")  # QEMU ids; also names overlay files and node names
+MAX_DISK_MIB = 4096  # known-content disks are written in full into the cache
 PLUG_MODES = ("boot", "hotplug")
 
 
@@ -23,12 +26,12 @@ class DeviceSpecError(ValueError):
 
 
 def _nvme(table: dict[str, Any], index: int) -> Device:
-    return Nvme(table["id"], size_mib=_int(table, "size_mib", 64), seed=_int(table, "seed", 0), chassis=index + 1)
+    return Nvme(table["id"], size_mib=_size(table), seed=_int(table, "seed", 0), chassis=index + 1)
 
 
 def _usb_storage(table: dict[str, Any], index: int) -> Device:
     controller = _str(table, "controller", None, required=True)
-    return UsbStorage(table["id"], controller, size_mib=_int(table, "size_mib", 64), seed=_int(table, "seed", 0))
+    return UsbStorage(table["id"], controller, size_mib=_size(table), seed=_int(table, "seed", 0))
 
 
 def _xhci(table: dict[str, Any], index: int) -> Device:
@@ -44,7 +47,10 @@ def _usb_input(table: dict[str, Any], index: int) -> Device:
 
 def _e1000(table: dict[str, Any], index: int) -> Device:
     forwards = []
-    for item in table.get("forwards", []):
+    items = table.get("forwards", [])
+    if not isinstance(items, list):
+        raise DeviceSpecError("forwards", f"is {items!r}", 'give a list, e.g. forwards = ["tcp:7000", "udp:7001"]')
+    for item in items:
         proto, _, port = str(item).partition(":")
         if proto not in ("tcp", "udp") or not port.isdigit() or not 0 < int(port) < 65536:
             raise DeviceSpecError("forwards", f"has {item!r}", 'write guest ports as "tcp:PORT" or "udp:PORT"')
@@ -68,8 +74,9 @@ def device_from_table(table: dict[str, Any], index: int) -> tuple[Device, bool]:
     kind = table.get("kind")
     if kind not in BUILDERS:
         raise DeviceSpecError("kind", f"is {kind!r}", f"use one of {', '.join(BUILDERS)}")
-    if not isinstance(table.get("id"), str) or not table["id"].replace("-", "").isalnum():
-        raise DeviceSpecError("id", f"is {table.get('id')!r}", 'give a name of letters, digits and "-", e.g. "nvme0"')
+    if not isinstance(table.get("id"), str) or not DEVICE_ID.fullmatch(table["id"]):
+        raise DeviceSpecError("id", f"is {table.get('id')!r}",
+                              'give a name of ASCII letters, digits and "-" that starts with a letter, e.g. "nvme0"')
     build, extra = BUILDERS[kind]
     for key in table:
         if key not in COMMON_KEYS | extra:
@@ -83,6 +90,13 @@ def device_from_table(table: dict[str, Any], index: int) -> tuple[Device, bool]:
     if plug == "hotplug" and not device.hotpluggable:
         raise DeviceSpecError("plug", f"a {kind} device cannot be hot-added", 'use plug = "boot"')
     return device, plug == "boot"
+
+
+def _size(table: dict[str, Any]) -> int:
+    size = _int(table, "size_mib", 64)
+    if not 1 <= size <= MAX_DISK_MIB:
+        raise DeviceSpecError("size_mib", f"is {size}", f"give a size from 1 to {MAX_DISK_MIB} MiB")
+    return size
 
 
 def _int(table: dict[str, Any], key: str, default: int) -> int:

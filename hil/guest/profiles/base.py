@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from hil.devices.base import Device
+from hil.errors import UsageError
 from hil.guest.console import Console
 from hil.guest.shell import ShellDialect
 from hil.guest.stages import Stage
@@ -39,6 +40,12 @@ class GuestOptions:
     work_dir: Path | None = None
 
 
+def must_be_file(flag: str, path: Path) -> None:
+    if not path.is_file():
+        problem = "is a folder" if path.is_dir() else "does not exist"
+        raise UsageError(f"{flag} {path}: {problem}. Fix: give the path of a file")
+
+
 @dataclass(frozen=True)
 class SshAccess:
     user: str
@@ -61,6 +68,16 @@ class GuestProfile(ABC):
     crash_format: str | None = None
     # isa-debug-exit QEMU statuses -> verdicts (None: hil's 51 pass / 53 fail).
     debug_exit_verdicts: ClassVar[dict[int, str] | None] = None
+    # The least memory this guest boots in (below it: a hang before the first line, or QEMU refusing).
+    min_memory_mb: int = 64
+
+    def check_options(self, options: GuestOptions) -> None:
+        """Every mistake in `options` that can be seen without building or booting anything (UsageError)."""
+        if options.memory_mb is not None and options.memory_mb < self.min_memory_mb:
+            raise UsageError(f"memory {options.memory_mb} MiB: guest {self.name} needs at least {self.min_memory_mb} "
+                             f"MiB. Fix: give --memory {self.min_memory_mb} or more")  # fmt: skip
+        for path in options.extra_initrd:
+            must_be_file("--initrd-overlay", path)
 
     @abstractmethod
     def machine_spec(self, options: GuestOptions) -> MachineSpec:

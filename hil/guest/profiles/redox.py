@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from hil.errors import UsageError
 from hil.guest.console import Console
-from hil.guest.profiles.base import GuestOptions, GuestProfile
+from hil.guest.profiles.base import GuestOptions, GuestProfile, must_be_file
 from hil.guest.shell import ShellDialect, WrappedCommand, markers
 from hil.guest.stages import Stage
 from hil.qemu.spec import MachineSpec
@@ -61,6 +61,22 @@ class RedoxKernelProfile(GuestProfile):
     idle_symbols = ("kernel::run_userspace", "kernel::kmain", "kernel::kmain_ap", "interrupt::halt", "enable_and_halt")
     debug_exit_verdicts: ClassVar[dict[int, str] | None] = {51: "pass", 53: "fail"}
 
+    min_memory_mb = 32  # measured: kernel-smoke passes at 32 MiB
+
+    def check_options(self, options: GuestOptions) -> None:
+        super().check_options(options)
+        for flag, path in (("--kernel", options.kernel), ("--initfs", options.initfs)):
+            if path is not None:
+                must_be_file(flag, path)
+        if options.image is not None:
+            must_be_file("--image", options.image)
+            return
+        packages = options.packages or os.environ.get(PACKAGES_ENV)
+        if not packages:
+            raise UsageError(f"guest {self.name} needs a disk. Fix: give --image IMG, or --packages DIR|URL "
+                             f"(or set {PACKAGES_ENV}) to assemble one")  # fmt: skip
+        check_package_folder(packages)
+
     def machine_spec(self, options: GuestOptions) -> MachineSpec:
         image = self._image(options)
         return MachineSpec(
@@ -102,16 +118,11 @@ class RedoxKernelProfile(GuestProfile):
         """No shell to resynchronise."""
 
     def _image(self, options: GuestOptions) -> Path:
+        """The given disk, else one assembled for the run (check_options has vouched for the inputs)."""
+        self.check_options(options)
         if options.image is not None:
-            if not options.image.is_file():
-                raise UsageError(f"--image {options.image}: no such disk image")
             return options.image
-        packages = options.packages or os.environ.get(PACKAGES_ENV)
-        if not packages:
-            raise UsageError(
-                f"guest {self.name} needs a disk: give --image IMG, or --packages DIR|URL (or set {PACKAGES_ENV}) "
-                "with --kernel/--initfs to assemble one"
-            )
+        packages = options.packages or os.environ.get(PACKAGES_ENV, "")
         return _assemble_for_run(packages, options, KERNEL_IMAGE_MIB, self.default_initfs(options))
 
     def default_initfs(self, options: GuestOptions) -> Path | None:
@@ -153,6 +164,22 @@ class RedoxProfile(RedoxKernelProfile):
 
     def after_restore(self, console: Console, timeout: float) -> None:
         console.resync(timeout)
+
+
+def check_package_folder(packages: str) -> None:
+    """A local package folder must be the one holding NAME.pkgar + NAME.toml (the target folder itself)."""
+    if packages.startswith(("http://", "https://")):
+        return
+    folder = Path(packages)
+    if not folder.is_dir():
+        raise UsageError(f"--packages {packages}: no such folder. Fix: give the package folder (the one holding "
+                         "kernel.pkgar and kernel.toml) or an http(s) URL")  # fmt: skip
+    if (folder / "kernel.toml").is_file() or (folder / "repo.toml").is_file():
+        return
+    inner = sorted(p.name for p in folder.glob("*-unknown-redox") if p.is_dir())
+    hint = f"; it holds {inner[0]}/: give {folder / inner[0]}" if inner else ""
+    raise UsageError(f"--packages {packages}: no kernel.toml or repo.toml in this folder{hint}. Fix: give the "
+                     "folder holding NAME.pkgar + NAME.toml")  # fmt: skip
 
 
 def _assemble_for_run(packages: str, options: GuestOptions, size_mib: int, initfs: Path | None) -> Path:

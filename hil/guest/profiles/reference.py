@@ -43,6 +43,13 @@ class ReferenceProfile(GuestProfile):
         r"Oops: \d+",
     )
 
+    min_memory_mb = 128  # measured: 64 MiB hangs before the kernel's banner
+
+    def check_options(self, options: GuestOptions) -> None:
+        super().check_options(options)
+        if options.image is not None:
+            self._given_image(options.image)
+
     def machine_spec(self, options: GuestOptions) -> MachineSpec:
         image = self._image(options)
         append = f"{KERNEL_APPEND} {options.append}".strip()
@@ -82,16 +89,17 @@ class ReferenceProfile(GuestProfile):
 
     def _image(self, options: GuestOptions, required: bool = True) -> reference_image.ReferenceImage | None:
         if options.image is not None:
-            if not options.image.is_dir():
-                raise UsageError(
-                    f"--image {options.image}: the reference guest takes a folder made by "
-                    "`hil image reference` (with manifest.json, vmlinux, initramfs)"
-                )
-            image = reference_image.load_reference_from(options.image)
-            if image is None:
-                raise UsageError(f"--image {options.image}: not a complete reference guest (manifest.json missing?)")
-            return image
+            return self._given_image(options.image)
         image = reference_image.load_reference()
         if image is None and required:
             image = reference_image.build_reference()  # first use on this machine: build it, with progress
+        return image
+
+    def _given_image(self, path: Path) -> reference_image.ReferenceImage:
+        if not path.is_dir():
+            raise UsageError(f"--image {path}: the reference guest takes a folder made by `hil image reference` "
+                             "(with manifest.json, vmlinux, initramfs)")  # fmt: skip
+        image = reference_image.load_reference_from(path)
+        if image is None:
+            raise UsageError(f"--image {path}: not a complete reference guest (manifest.json missing?)")
         return image
