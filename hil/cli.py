@@ -58,7 +58,7 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser(
         "run",
         help="boot a guest and run a scenario (e.g. `hil run boot`)",
-        description="Boot a guest and run a scenario's steps; one verdict per run, every artifact kept.",
+        description="Boot a guest, run a scenario's steps: one verdict per run, all artifacts kept.",
         epilog=f"examples:\n{RUN_EXAMPLES}\n\n{exit_code_table()}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

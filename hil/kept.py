@@ -7,19 +7,22 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import socket
 import subprocess
 import sys
 import termios
+import time
 import tty
 from pathlib import Path
 
 from rich.console import Console as Terminal
 
 from hil.errors import UsageError
-from hil.paths import private_dir, state_dir
+from hil.paths import SOCKET_PREFIX, private_dir, state_dir
 
 DETACH_KEY = b"\x1d"  # Ctrl-]
+STOP_WAIT_SECONDS = 10.0
 
 
 def kept_index() -> Path:
@@ -96,14 +99,24 @@ def _pump(sock: socket.socket, stdin: int) -> None:
 def _stop(record: dict[str, object], terminal: Terminal) -> int:
     from hil.qemu.qmp import QmpSession
 
+    qmp_socket = Path(str(record["qmp_socket"]))
     session = QmpSession()
     try:
-        session.connect(Path(str(record["qmp_socket"])), timeout=5)
+        session.connect(qmp_socket, timeout=5)
         session.quit()
     finally:
         session.close()
+    _wait_gone(record.get("pid"), STOP_WAIT_SECONDS)
+    if qmp_socket.parent.name.startswith(SOCKET_PREFIX):
+        shutil.rmtree(qmp_socket.parent, ignore_errors=True)
     terminal.print(f"stopped the VM of {record['run_dir']}")
     return 0
+
+
+def _wait_gone(pid: object, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _list(terminal: Terminal) -> int:

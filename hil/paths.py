@@ -3,6 +3,7 @@
 import contextlib
 import fcntl
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -72,11 +73,63 @@ def new_run_dir(label: str, parent: Path | None = None) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{stamp}-{label}-", dir=base))
 
 
-def new_socket_dir() -> Path:
-    """A short private folder for unix sockets (paths must stay under 108 bytes)."""
+SOCKET_PREFIX = "hil-sock-"  # only folders made here: other hil- temporary folders are not ours to sweep
+SOCKET_OWNERS = "owners"  # one "pid start-time" line per process the folder serves (hil, then QEMU)
+UNOWNED_GRACE_SECONDS = 3600.0  # a folder with no owners file yet may be one being made right now
+
+
+def socket_base() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = Path(runtime) if runtime and Path(runtime).is_dir() else Path(tempfile.gettempdir())
-    return Path(tempfile.mkdtemp(prefix="hil-", dir=base))
+    return Path(runtime) if runtime and Path(runtime).is_dir() else Path(tempfile.gettempdir())
+
+
+def new_socket_dir() -> Path:
+    """A short private folder for unix sockets (paths must stay under 108 bytes), owned by this process.
+
+    Folders left behind by processes that are gone (hil killed with SIGKILL, its QEMU dead with it) are
+    removed first.
+    """
+    base = socket_base()
+    remove_stale_socket_dirs(base)
+    folder = Path(tempfile.mkdtemp(prefix=SOCKET_PREFIX, dir=base))
+    add_socket_owner(folder, os.getpid())
+    return folder
+
+
+def add_socket_owner(folder: Path, pid: int) -> None:
+    """`pid` uses the sockets in `folder`; the folder stays while any owner lives (QEMU of a kept VM)."""
+    with open(folder / SOCKET_OWNERS, "a", encoding="ascii") as owners:
+        owners.write(f"{pid} {_start_time(pid)}\n")
+
+
+def remove_stale_socket_dirs(base: Path) -> list[Path]:
+    """Remove this user's hil socket folders whose every owner has exited; returns those removed."""
+    removed = []
+    for folder in base.glob(f"{SOCKET_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            if folder.is_dir() and folder.stat().st_uid == os.getuid() and _stale(folder):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    return removed
+
+
+def _stale(folder: Path) -> bool:
+    try:
+        lines = (folder / SOCKET_OWNERS).read_text(encoding="ascii").split("\n")
+    except FileNotFoundError:
+        return time.time() - folder.stat().st_mtime > UNOWNED_GRACE_SECONDS
+    owners = [line.split() for line in lines if line.strip()]
+    return not any(len(owner) == 2 and _start_time(int(owner[0])) == owner[1] for owner in owners)
+
+
+def _start_time(pid: int) -> str:
+    """When `pid` started (clock ticks since boot), so a reused pid is not taken for the owner; "" if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return ""
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 and fields[0] not in ("Z", "X") else ""
 
 
 @contextlib.contextmanager

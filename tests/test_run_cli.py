@@ -91,12 +91,15 @@ def test_keep_leaves_the_vm_for_console_and_stop(tmp_path: Path, reference_image
     done = hil("run", "boot", "--keep", "--report-dir", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     pid = report(tmp_path)["kept"]["pid"]
+    sockets = Path(report(tmp_path)["kept"]["qmp_socket"]).parent
     try:
         assert Path(f"/proc/{pid}").exists(), "the kept VM is not running"
         assert str(tmp_path) in hil("console", "--list").stdout
+        assert sockets.is_dir(), "a kept VM's sockets must outlive the hil run that started it"
         stopped = hil("console", "--stop", str(tmp_path))
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         assert process_gone(pid)
+        assert not sockets.exists(), "console --stop leaves the VM's socket folder behind"
     finally:
         if Path(f"/proc/{pid}").exists():
             os.kill(pid, signal.SIGKILL)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hil.errors import InfraError
 from hil.kept import register_kept
-from hil.paths import new_socket_dir, private_dir
+from hil.paths import add_socket_owner, new_socket_dir, private_dir
 from hil.qemu.process import QemuProcess
 from hil.qemu.qmp import QmpSession
 from hil.qemu.snapshot import Snapshot, wait_incoming
@@ -68,6 +68,7 @@ class Machine:
         self.process = QemuProcess(self.argv, self.run_dir / "qemu.stderr", tied_to_hil=not self.keep_running)
         self.started_at = time.monotonic()
         self.process.start()
+        add_socket_owner(self.socket_dir, self.process.pid)  # a kept QEMU keeps its sockets after hil exits
         process = self.process
         process.wait_until(self.paths.qmp_socket.exists, timeout=30)
         try:
