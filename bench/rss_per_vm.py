@@ -43,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     profile = get_profile("reference")
     options = GuestOptions(smp=1, memory_mb=args.memory)
-    accel = choose_accel("auto", profile.probe_kernel(options))
+    accel = choose_accel("auto", profile.kvm_probe(options))
     options = GuestOptions(smp=1, memory_mb=args.memory, accel=accel.name)
     sessions: list[GuestSession] = []
     with tempfile.TemporaryDirectory(prefix="hil-bench-rss-") as scratch:

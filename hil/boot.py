@@ -46,7 +46,7 @@ class Booter:
         key = (request.accel, profile.name, request.options.qemu_binary)
         if key not in self._accel:
             self.on_phase("choosing the accelerator")
-            probe = profile.probe_kernel(request.options)
+            probe = profile.kvm_probe(request.options)
             self._accel[key] = choose_accel(request.accel, probe, request.options.qemu_binary)
         return self._accel[key]
 

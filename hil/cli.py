@@ -12,10 +12,19 @@ from rich.markup import escape
 
 from hil import __version__
 from hil.argtypes import Parser, positive_float, positive_int, probability
+from hil.bisect import bisect_command
 from hil.cli_run import add_run_arguments, exit_code_table, run_command
+from hil.doctor import doctor_command
 from hil.errors import HilError
+from hil.guest.profiles import get_profile, profile_names
+from hil.image.build import add_build_arguments, build_command
+from hil.image.fetch import add_fetch_arguments, fetch_command
+from hil.image.redox.assemble import add_assemble_arguments, add_ls_arguments, assemble_command, ls_command
+from hil.image.reference import reference_command
+from hil.kept import console_command
 from hil.qemu.process import install_signal_handlers
 from hil.results import USAGE_EXIT_CODE, Terminated, signal_exit_code
+from hil.scenario import builtin_names, load_scenario
 
 terminal = Terminal(stderr=False, highlight=False)
 
@@ -102,14 +111,9 @@ def _add_image(commands: argparse._SubParsersAction) -> None:
     reference.add_argument("--with", dest="extras", action="append", default=[], choices=["tokio"],
                            help="also build a separate image with an extra: tokio (tokio's examples)")  # fmt: skip
     reference.set_defaults(handler=_cmd_image_reference)
-    from hil.image.redox.assemble import add_assemble_arguments, add_ls_arguments
-
     assemble = kinds.add_parser("assemble", help="assemble a bootable Redox disk image from pkgar packages")
     add_assemble_arguments(assemble)
     assemble.set_defaults(handler=_cmd_image_assemble)
-    from hil.image.build import add_build_arguments
-    from hil.image.fetch import add_fetch_arguments
-
     fetch = kinds.add_parser("fetch", help="download an official Redox image (release or daily), verified and cached")
     add_fetch_arguments(fetch)
     fetch.set_defaults(handler=_cmd_image_fetch)
@@ -129,9 +133,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from hil.guest.profiles import get_profile, profile_names
-    from hil.scenario import builtin_names, load_scenario
-
     terminal.print("[bold]Scenarios[/]")
     for name in builtin_names():
         scenario = load_scenario(name)
@@ -143,14 +144,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_console(args: argparse.Namespace) -> int:
-    from hil.kept import console_command
-
     return console_command(args, terminal)
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from hil.doctor import doctor_command
-
     return doctor_command(terminal)
 
 
@@ -184,39 +181,27 @@ def _add_bisect(commands: argparse._SubParsersAction) -> None:
 
 
 def _cmd_bisect(args: argparse.Namespace) -> int:
-    from hil.bisect import bisect_command
-
     # Signatures hold brackets ("hang:livelock:[user]") that rich would take for markup.
     return bisect_command(args, Terminal(markup=False, highlight=False))
 
 
 def _cmd_image_reference(args: argparse.Namespace) -> int:
-    from hil.image.reference import reference_command
-
     return reference_command(args.force, terminal, extras=args.extras)
 
 
 def _cmd_image_assemble(args: argparse.Namespace) -> int:
-    from hil.image.redox.assemble import assemble_command
-
     return assemble_command(args, terminal)
 
 
 def _cmd_image_fetch(args: argparse.Namespace) -> int:
-    from hil.image.fetch import fetch_command
-
     return fetch_command(args, terminal)
 
 
 def _cmd_image_build(args: argparse.Namespace) -> int:
-    from hil.image.build import build_command
-
     return build_command(args, terminal)
 
 
 def _cmd_image_ls(args: argparse.Namespace) -> int:
-    from hil.image.redox.assemble import ls_command
-
     return ls_command(args, terminal)
 
 

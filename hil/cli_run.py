@@ -19,18 +19,12 @@ from hil.errors import UsageError
 from hil.guest.stages import StageMark
 from hil.paths import writable_dir, writable_file
 from hil.qemu.accel import ACCELERATORS
-from hil.results import RunResult, StepResult, StepStatus, Verdict
+from hil.reports import write_reports
+from hil.reports.live import live_progress
+from hil.reports.summary import print_summary
+from hil.results import RUNSET_NAME, Cell, RunResult, RunSetResult, StepResult, StepStatus, Verdict
 from hil.runner import RunObserver, RunOptions, check_run, run_scenario
-from hil.runset import (
-    Cell,
-    RunSetPlan,
-    RunSetResult,
-    RunSetRunner,
-    expand_cells,
-    load_suite,
-    new_runset_dir,
-    numbered,
-)
+from hil.runset import RunSetPlan, RunSetRunner, expand_cells, load_suite, new_runset_dir, numbered
 from hil.scenario import load_scenario
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "crash": "bold red", "hang": "bold magenta",
@@ -208,8 +202,6 @@ def _name_of(cells: list[Cell]) -> str:
 def runset_command(args: Any, terminal: Any) -> int:
     """`hil run` with several runs: check every cell, run them in parallel with a live table, then
     summarize and report."""
-    from hil.reports.live import live_progress
-
     plan = plan_from_args(args)
     for cell in plan.cells:
         check_cell(cell, plan)
@@ -232,12 +224,9 @@ def runset_command(args: Any, terminal: Any) -> int:
 
 
 def _publish(result: RunSetResult, args: Any, terminal: Any) -> None:
-    from hil.reports import write_reports
-    from hil.reports.summary import print_summary
-
     print_summary(terminal, result)
     written = write_reports(result, args.junit, args.html)
-    for kind, path in {"runset": result.root / "runset.json", **written}.items():
+    for kind, path in {"runset": result.root / RUNSET_NAME, **written}.items():
         terminal.print(f"{kind}: {path}", soft_wrap=True)
 
 
@@ -245,8 +234,6 @@ def single_run_reports(args: Any, run_dir: Path, terminal: Any) -> None:
     """`hil run boot --junit FILE --html DIR`: the same reports for one run."""
     if not (getattr(args, "junit", None) or getattr(args, "html", None)):
         return
-    from hil.reports import write_reports
-
     result = RunSetResult.from_run_dirs([run_dir], name=run_dir.name, root=run_dir.parent)
     for kind, path in write_reports(result, args.junit, args.html).items():
         terminal.print(f"{kind}: {path}", soft_wrap=True)

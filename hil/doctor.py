@@ -9,7 +9,12 @@ import tempfile
 
 from rich.console import Console as Terminal
 
+from hil.guest.profiles import DEFAULT_GUEST, GuestOptions, get_profile
+from hil.image.fetch import list_cached
+from hil.image.reference import load_reference
 from hil.paths import cache_dir, state_dir
+from hil.qemu.accel import choose_accel
+from hil.qemu.snapshot import snapshot_root
 
 
 def doctor_command(terminal: Terminal) -> int:
@@ -29,8 +34,6 @@ def _checks() -> list[tuple[str, bool, str]]:
 
 
 def _redox_images() -> tuple[str, bool, str]:
-    from hil.image.fetch import list_cached
-
     images = list_cached()
     if not images:
         return "Redox images", True, "none cached (`hil image fetch`, or assemble with `hil image assemble`)"
@@ -38,8 +41,6 @@ def _redox_images() -> tuple[str, bool, str]:
 
 
 def _snapshots() -> tuple[str, bool, str]:
-    from hil.qemu.snapshot import snapshot_root
-
     root = snapshot_root()
     folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else []
     size = sum(f.stat().st_size for folder in folders for f in folder.iterdir())
@@ -70,8 +71,6 @@ def _writable(label: str, folder: os.PathLike[str]) -> tuple[str, bool, str]:
 
 
 def _reference() -> tuple[str, bool, str]:
-    from hil.image.reference import load_reference
-
     image = load_reference()
     if image is None:
         return "reference guest", False, "not built: run `hil image reference`"
@@ -79,9 +78,5 @@ def _reference() -> tuple[str, bool, str]:
 
 
 def _accel() -> tuple[str, bool, str]:
-    from hil.image.reference import load_reference
-    from hil.qemu.accel import choose_accel
-
-    image = load_reference()
-    choice = choose_accel("auto", image.vmlinux if image else None)
+    choice = choose_accel("auto", get_profile(DEFAULT_GUEST).kvm_probe(GuestOptions()))
     return "accelerator", True, choice.reason

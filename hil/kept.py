@@ -20,6 +20,7 @@ from rich.console import Console as Terminal
 
 from hil.errors import UsageError
 from hil.paths import SOCKET_PREFIX, private_dir, state_dir
+from hil.qemu.qmp import QmpSession
 
 DETACH_KEY = b"\x1d"  # Ctrl-]
 STOP_WAIT_SECONDS = 10.0
@@ -97,8 +98,6 @@ def _pump(sock: socket.socket, stdin: int) -> None:
 
 
 def _stop(record: dict[str, object], terminal: Terminal) -> int:
-    from hil.qemu.qmp import QmpSession
-
     qmp_socket = Path(str(record["qmp_socket"]))
     session = QmpSession()
     try:

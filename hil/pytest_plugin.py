@@ -38,10 +38,11 @@ from hil.devices.catalog import DeviceSpecError, device_from_table
 from hil.guest.profiles import GuestOptions
 from hil.judge import STOPS, Judge
 from hil.paths import new_run_dir, state_dir
-from hil.report import write_report
-from hil.results import RunResult, Verdict
+from hil.reports.facts import last_console_lines
+from hil.reports.run_report import write_report
+from hil.results import RunResult, RunSetResult, Verdict
 from hil.runner import RunOptions, run_scenario
-from hil.scenario import load_scenario
+from hil.scenario import builtin_dir, load_scenario
 from hil.session import PlannedDevice
 
 SSH_CONNECT_SECONDS = 30.0
@@ -77,8 +78,6 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     if config.getoption("hil_scenarios") and config.args_source != pytest.Config.ArgsSource.ARGS:
-        from hil.scenario import builtin_dir
-
         config.args = [str(builtin_dir())]
 
 
@@ -442,9 +441,6 @@ class ScenarioItem(pytest.Item):
 
 
 def _failure_text(run_dir: Path) -> str:
-    from hil.reports.facts import last_console_lines
-    from hil.runset import RunSetResult
-
     cell = RunSetResult.from_run_dirs([run_dir]).cells[0]
     lines = [f"verdict {cell.verdict}: {cell.reason}", f"run folder: {run_dir}", "last console lines:"]
     return "\n".join([*lines, *("  | " + line for line in last_console_lines(cell, 25))])

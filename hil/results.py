@@ -1,23 +1,34 @@
 """What runs and steps end in: verdicts, step statuses, step and run results, and the exit codes they map to.
 
-The bottom of the house: every other module may import this one, and it imports nothing of hil at run time,
-so reports, the runner and the pytest plugin all speak of results in the same typed words.
+The bottom of the house: every other module may import this one, and it imports nothing of hil but the
+atomic file writer (hil.store), so reports, the runner, run sets and the pytest plugin all speak of
+results in the same typed words. Run sets' results (cells, attempts, runset.json) live here too.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from hil import __version__
+from hil.store import atomic_write_json
 
 if TYPE_CHECKING:
     from hil.guest.stages import Timeline
     from hil.qemu.accel import AccelChoice
 
 USAGE_EXIT_CODE = 2
+REPORT_NAME = "report.json"  # one run's report, in its run folder
+RUNSET_NAME = "runset.json"  # a run set's, in its folder
+RUN_LOG_NAME = "hil-run.log"  # what a run set's child `hil run` printed, beside its report
+FORMAT_VERSION = 1
 
 
 class Verdict(StrEnum):
@@ -48,6 +59,15 @@ class Verdict(StrEnum):
     def severity(self) -> int:
         """For combining several runs: the worst verdict wins."""
         return list(Verdict).index(self)
+
+
+class CaseStatus(StrEnum):
+    """A probe case's result (KTAP: ok, not ok, # SKIP; error: the case's output could not be read)."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    SKIP = "skip"
+    ERROR = "error"
 
 
 class StepStatus(StrEnum):
@@ -124,3 +144,236 @@ class RunResult:
     @property
     def exit_code(self) -> int:
         return USAGE_EXIT_CODE if self.usage_error else self.verdict.exit_code
+
+
+# --- run sets -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the set: a scenario with its machine overrides, and which repeat it is."""
+
+    scenario: str  # a built-in name or a .toml path, as `hil run` takes it
+    label: str  # the scenario's name, for ids and reports
+    smp: int | None = None
+    repeat: int = 1
+    args: tuple[str, ...] = ()  # further `hil run` options for this cell (from a suite entry)
+
+    @property
+    def id(self) -> str:
+        smp = f"-smp{self.smp}" if self.smp else ""
+        return f"{self.label}{smp}-r{self.repeat}"
+
+    @property
+    def title(self) -> str:
+        """How reports name the run: scenario[smp=2,run=1]."""
+        smp = f"smp={self.smp}," if self.smp else ""
+        return f"{self.label}[{smp}run={self.repeat}]"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "label": self.label,
+            "smp": self.smp,
+            "repeat": self.repeat,
+            "args": list(self.args),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Cell:
+        return cls(data["scenario"], data["label"], data.get("smp"), data.get("repeat", 1), tuple(data.get("args", ())))
+
+
+@dataclass
+class Attempt:
+    report_dir: Path
+    verdict: Verdict
+    reason: str
+    exit_code: int | None
+    seconds: float
+
+    def __post_init__(self) -> None:
+        self.verdict = Verdict.parse(self.verdict)  # read from a report: a typed verdict from here on
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    attempts: list[Attempt] = field(default_factory=list)
+    report: dict[str, Any] | None = None  # the last attempt's report.json
+    not_started: str = "never started"  # the reason, for a cell that never ran
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.attempts[-1].verdict if self.attempts else Verdict.INFRA
+
+    @property
+    def reason(self) -> str:
+        return self.attempts[-1].reason if self.attempts else self.not_started
+
+    @property
+    def report_dir(self) -> Path | None:
+        return self.attempts[-1].report_dir if self.attempts else None
+
+    @property
+    def seconds(self) -> float:
+        return sum(attempt.seconds for attempt in self.attempts)
+
+
+@dataclass
+class RunSetResult:
+    name: str
+    root: Path  # the run-set folder; report dirs are stored relative to it
+    cells: list[CellResult]
+    started: str = ""
+    duration_s: float = 0.0
+    jobs: int = 1
+    retry_infra: int = 0
+    stopped: str | None = None  # what stopped the run set early ("terminated by SIGTERM"), if anything
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(map(str, Verdict), 0)
+        for cell in self.cells:
+            counts[cell.verdict] += 1
+        return counts
+
+    @property
+    def verdict(self) -> Verdict:
+        """fail if the kernel failed anywhere, else infra if the host did (or the set was stopped), else pass."""
+        verdicts = {cell.verdict for cell in self.cells}
+        if any(verdict.is_failure for verdict in verdicts):
+            return Verdict.FAIL
+        return Verdict.INFRA if Verdict.INFRA in verdicts or self.stopped else Verdict.PASS
+
+    @property
+    def exit_code(self) -> int:
+        return self.verdict.exit_code
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_VERSION,
+            "hil_version": __version__,
+            "name": self.name,
+            "started": self.started,
+            "duration_s": round(self.duration_s, 3),
+            "jobs": self.jobs,
+            "retry_infra": self.retry_infra,
+            "verdict": self.verdict,
+            "exit_code": self.exit_code,
+            "stopped": self.stopped,
+            "counts": self.counts,
+            "cells": [self._cell_json(cell) for cell in self.cells],
+        }
+
+    def _cell_json(self, result: CellResult) -> dict[str, Any]:
+        return {
+            "id": result.cell.id,
+            "title": result.cell.title,
+            **result.cell.to_json(),
+            "verdict": result.verdict,
+            "reason": result.reason,
+            "seconds": round(result.seconds, 3),
+            "report_dir": self.relative(result.report_dir),
+            "attempts": [
+                {
+                    "report_dir": self.relative(a.report_dir),
+                    "verdict": a.verdict,
+                    "reason": a.reason,
+                    "exit_code": a.exit_code,
+                    "seconds": round(a.seconds, 3),
+                }
+                for a in result.attempts
+            ],
+            "report": result.report,
+        }
+
+    def relative(self, path: Path | None) -> str | None:
+        if path is None:
+            return None
+        return os.path.relpath(path, self.root)
+
+    def write(self) -> Path:
+        return atomic_write_json(self.root / RUNSET_NAME, self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> RunSetResult:
+        """A run set from its runset.json (or the folder holding it)."""
+        path = path / RUNSET_NAME if path.is_dir() else path
+        data = json.loads(path.read_text())
+        root = path.parent
+        cells = [
+            CellResult(
+                Cell.from_json(cell),
+                [
+                    Attempt(
+                        root / a["report_dir"], Verdict.parse(a["verdict"]), a["reason"], a["exit_code"], a["seconds"]
+                    )
+                    for a in cell["attempts"]
+                ],
+                cell.get("report"),
+            )
+            for cell in data["cells"]
+        ]
+        return cls(data["name"], root, cells, data["started"], data["duration_s"], data["jobs"], data["retry_infra"],
+                   data.get("stopped"))  # fmt: skip
+
+    @classmethod
+    def from_run_dirs(cls, run_dirs: Iterable[Path], name: str = "hil", root: Path | None = None) -> RunSetResult:
+        """A run set made of finished single runs (`hil run --junit`), one cell each."""
+        cells = []
+        for run_dir in run_dirs:
+            report = read_report(run_dir) or {}
+            label = report.get("scenario", run_dir.name)
+            smp = _report_smp(run_dir)
+            cell = Cell(label, label, smp)
+            attempt = Attempt(
+                run_dir,
+                Verdict.parse(report.get("verdict")),
+                report.get("reason", "no report.json"),
+                None,
+                float(report.get("duration_s", 0.0)),
+            )
+            cells.append(CellResult(cell, [attempt], report or None))
+        started = cells[0].report.get("started", "") if cells and cells[0].report else ""
+        duration = sum(cell.seconds for cell in cells)
+        base = root or (cells[0].attempts[0].report_dir.parent if cells else Path.cwd())
+        return cls(name, base, cells, started, duration)
+
+
+def read_report(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / REPORT_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _report_smp(run_dir: Path) -> int | None:
+    """The -smp a run used, from the argv it wrote (report.json does not carry it)."""
+    try:
+        argv = json.loads((run_dir / "argv.json").read_text())
+        return int(argv[argv.index("-smp") + 1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class CellProgress:
+    """What the live display shows of a cell; updated by the worker thread running it."""
+
+    cell: Cell
+    state: str = "queued"  # queued | running | a verdict
+    attempt: int = 0
+    activity: str = ""
+    started: float | None = None
+    finished: float | None = None
+
+    def elapsed(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.monotonic()) - self.started
+
+
+ProgressCallback = Callable[[CellProgress], None]
+
+

@@ -20,7 +20,7 @@ from hil.guest.stages import StageMark
 from hil.judge import STOPS, InFlight, Judge
 from hil.paths import new_run_dir, private_dir, writable_dir
 from hil.qemu.process import signals_deferred
-from hil.report import write_report
+from hil.reports.run_report import write_report
 from hil.results import RunResult, StepResult, StepStatus
 from hil.scenario import Scenario, Step
 from hil.session import GuestSession, PlannedDevice
@@ -154,11 +154,15 @@ def _guest_options(scenario: Scenario, options: RunOptions) -> GuestOptions:
         append=f"{scenario.append} {options.append}".strip(),
         extra_initrd=options.extra_initrd,
         qemu_binary=options.qemu_binary,
-        packages=options.packages,
-        kernel=options.kernel,
-        initfs=options.initfs,
-        initfs_probe=scenario.initfs_probe,
+        own=_own_options(scenario, options),
     )
+
+
+def _own_options(scenario: Scenario, options: RunOptions) -> dict[str, object]:
+    """The guest-specific options given (each profile takes the ones it knows)."""
+    given = {"packages": options.packages, "kernel": options.kernel, "initfs": options.initfs,
+             "initfs_probe": scenario.initfs_probe}  # fmt: skip
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def _run_steps(session: GuestSession, scenario: Scenario, judge: Judge, observer: RunObserver) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import math
 import os
 import shutil
@@ -30,19 +29,24 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hil import __version__
 from hil.errors import UsageError
 from hil.guest.profiles import profile_names
 from hil.judge import describe_stop
 from hil.paths import new_run_dir, private_dir, state_dir
-from hil.report import REPORT_NAME
-from hil.results import USAGE_EXIT_CODE, Verdict
+from hil.results import (
+    RUN_LOG_NAME,
+    USAGE_EXIT_CODE,
+    Attempt,
+    Cell,
+    CellProgress,
+    CellResult,
+    ProgressCallback,
+    RunSetResult,
+    Verdict,
+    read_report,
+)
 from hil.scenario import load_scenario, read_toml
-from hil.store import atomic_write_json
 
-RUNSET_NAME = "runset.json"
-RUN_LOG_NAME = "hil-run.log"
-FORMAT_VERSION = 1
 SUITE_KEYS = {"name", "description", "jobs", "retry_infra", "runs"}
 RUN_KEYS = {"scenario", "smp", "repeat", "guest", "memory", "timeout_factor", "snapshot", "append"}
 # Child `hil run` processes print rich output into a pipe: a wide virtual terminal keeps lines unwrapped.
@@ -52,41 +56,6 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved at import: a child 
 
 
 # --- what to run --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One run of the set: a scenario with its machine overrides, and which repeat it is."""
-
-    scenario: str  # a built-in name or a .toml path, as `hil run` takes it
-    label: str  # the scenario's name, for ids and reports
-    smp: int | None = None
-    repeat: int = 1
-    args: tuple[str, ...] = ()  # further `hil run` options for this cell (from a suite entry)
-
-    @property
-    def id(self) -> str:
-        smp = f"-smp{self.smp}" if self.smp else ""
-        return f"{self.label}{smp}-r{self.repeat}"
-
-    @property
-    def title(self) -> str:
-        """How reports name the run: scenario[smp=2,run=1]."""
-        smp = f"smp={self.smp}," if self.smp else ""
-        return f"{self.label}[{smp}run={self.repeat}]"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "scenario": self.scenario,
-            "label": self.label,
-            "smp": self.smp,
-            "repeat": self.repeat,
-            "args": list(self.args),
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Cell:
-        return cls(data["scenario"], data["label"], data.get("smp"), data.get("repeat", 1), tuple(data.get("args", ())))
 
 
 @dataclass(frozen=True)
@@ -245,203 +214,7 @@ def _check_keys(path: Path, prefix: str, table: dict[str, Any], allowed: set[str
             raise UsageError(f"{path}: key '{prefix}{key}': not a known key. Fix: use {', '.join(sorted(allowed))}")
 
 
-# --- results ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Attempt:
-    report_dir: Path
-    verdict: Verdict
-    reason: str
-    exit_code: int | None
-    seconds: float
-
-    def __post_init__(self) -> None:
-        self.verdict = Verdict.parse(self.verdict)  # read from a report: a typed verdict from here on
-
-
-@dataclass
-class CellResult:
-    cell: Cell
-    attempts: list[Attempt] = field(default_factory=list)
-    report: dict[str, Any] | None = None  # the last attempt's report.json
-    not_started: str = "never started"  # the reason, for a cell that never ran
-
-    @property
-    def verdict(self) -> Verdict:
-        return self.attempts[-1].verdict if self.attempts else Verdict.INFRA
-
-    @property
-    def reason(self) -> str:
-        return self.attempts[-1].reason if self.attempts else self.not_started
-
-    @property
-    def report_dir(self) -> Path | None:
-        return self.attempts[-1].report_dir if self.attempts else None
-
-    @property
-    def seconds(self) -> float:
-        return sum(attempt.seconds for attempt in self.attempts)
-
-
-@dataclass
-class RunSetResult:
-    name: str
-    root: Path  # the run-set folder; report dirs are stored relative to it
-    cells: list[CellResult]
-    started: str = ""
-    duration_s: float = 0.0
-    jobs: int = 1
-    retry_infra: int = 0
-    stopped: str | None = None  # what stopped the run set early ("terminated by SIGTERM"), if anything
-
-    @property
-    def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(map(str, Verdict), 0)
-        for cell in self.cells:
-            counts[cell.verdict] += 1
-        return counts
-
-    @property
-    def verdict(self) -> Verdict:
-        """fail if the kernel failed anywhere, else infra if the host did (or the set was stopped), else pass."""
-        verdicts = {cell.verdict for cell in self.cells}
-        if any(verdict.is_failure for verdict in verdicts):
-            return Verdict.FAIL
-        return Verdict.INFRA if Verdict.INFRA in verdicts or self.stopped else Verdict.PASS
-
-    @property
-    def exit_code(self) -> int:
-        return self.verdict.exit_code
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT_VERSION,
-            "hil_version": __version__,
-            "name": self.name,
-            "started": self.started,
-            "duration_s": round(self.duration_s, 3),
-            "jobs": self.jobs,
-            "retry_infra": self.retry_infra,
-            "verdict": self.verdict,
-            "exit_code": self.exit_code,
-            "stopped": self.stopped,
-            "counts": self.counts,
-            "cells": [self._cell_json(cell) for cell in self.cells],
-        }
-
-    def _cell_json(self, result: CellResult) -> dict[str, Any]:
-        return {
-            "id": result.cell.id,
-            "title": result.cell.title,
-            **result.cell.to_json(),
-            "verdict": result.verdict,
-            "reason": result.reason,
-            "seconds": round(result.seconds, 3),
-            "report_dir": self.relative(result.report_dir),
-            "attempts": [
-                {
-                    "report_dir": self.relative(a.report_dir),
-                    "verdict": a.verdict,
-                    "reason": a.reason,
-                    "exit_code": a.exit_code,
-                    "seconds": round(a.seconds, 3),
-                }
-                for a in result.attempts
-            ],
-            "report": result.report,
-        }
-
-    def relative(self, path: Path | None) -> str | None:
-        if path is None:
-            return None
-        return os.path.relpath(path, self.root)
-
-    def write(self) -> Path:
-        return atomic_write_json(self.root / RUNSET_NAME, self.to_json())
-
-    @classmethod
-    def load(cls, path: Path) -> RunSetResult:
-        """A run set from its runset.json (or the folder holding it)."""
-        path = path / RUNSET_NAME if path.is_dir() else path
-        data = json.loads(path.read_text())
-        root = path.parent
-        cells = [
-            CellResult(
-                Cell.from_json(cell),
-                [
-                    Attempt(
-                        root / a["report_dir"], Verdict.parse(a["verdict"]), a["reason"], a["exit_code"], a["seconds"]
-                    )
-                    for a in cell["attempts"]
-                ],
-                cell.get("report"),
-            )
-            for cell in data["cells"]
-        ]
-        return cls(data["name"], root, cells, data["started"], data["duration_s"], data["jobs"], data["retry_infra"],
-                   data.get("stopped"))  # fmt: skip
-
-    @classmethod
-    def from_run_dirs(cls, run_dirs: Iterable[Path], name: str = "hil", root: Path | None = None) -> RunSetResult:
-        """A run set made of finished single runs (`hil run --junit`), one cell each."""
-        cells = []
-        for run_dir in run_dirs:
-            report = read_report(run_dir) or {}
-            label = report.get("scenario", run_dir.name)
-            smp = _report_smp(run_dir)
-            cell = Cell(label, label, smp)
-            attempt = Attempt(
-                run_dir,
-                Verdict.parse(report.get("verdict")),
-                report.get("reason", "no report.json"),
-                None,
-                float(report.get("duration_s", 0.0)),
-            )
-            cells.append(CellResult(cell, [attempt], report or None))
-        started = cells[0].report.get("started", "") if cells and cells[0].report else ""
-        duration = sum(cell.seconds for cell in cells)
-        base = root or (cells[0].attempts[0].report_dir.parent if cells else Path.cwd())
-        return cls(name, base, cells, started, duration)
-
-
-def read_report(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((run_dir / REPORT_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _report_smp(run_dir: Path) -> int | None:
-    """The -smp a run used, from the argv it wrote (report.json does not carry it)."""
-    try:
-        argv = json.loads((run_dir / "argv.json").read_text())
-        return int(argv[argv.index("-smp") + 1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 # --- running ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class CellProgress:
-    """What the live display shows of a cell; updated by the worker thread running it."""
-
-    cell: Cell
-    state: str = "queued"  # queued | running | a verdict
-    attempt: int = 0
-    activity: str = ""
-    started: float | None = None
-    finished: float | None = None
-
-    def elapsed(self) -> float:
-        if self.started is None:
-            return 0.0
-        return (self.finished or time.monotonic()) - self.started
-
-
-ProgressCallback = Callable[[CellProgress], None]
 
 
 class RunSetRunner:

@@ -195,7 +195,7 @@ class GuestSession:
     def check_device(self, device_id: str, timeout: float = 30.0) -> DeviceSeen:
         """Poll the guest until it shows the device as its profile expects, or the time is up."""
         device = self.device(device_id)
-        check = device.guest_check(self.profile.name)
+        check = self.profile.device_check(device)
         if check is None or check.command is None:
             return DeviceSeen(False, device.describe(), f"no shell check known for guest {self.profile.name}")
         deadline = time.monotonic() + timeout * self.factor

@@ -11,14 +11,14 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from hil import netio
 from hil.devices.net import E1000, GUEST_HOST_ADDRESS
 from hil.guest.console import CommandTimeout, ConsoleClosed
 from hil.paths import private_dir
+from hil.probes.ktap import CaseResult, ProbeParser, ProbeReport, parse_text
 from hil.qemu.qmp import QmpCommandError
-from hil.results import StepResult, StepStatus
+from hil.results import CaseStatus, StepResult, StepStatus
 from hil.scenario import Step
 from hil.session import GuestSession
 from hil.store import atomic_write
@@ -119,8 +119,6 @@ def _check_device(session: GuestSession, step: Step) -> StepResult:
 
 
 def _probe(session: GuestSession, step: Step) -> StepResult:
-    from hil.uring_probe.ktap import parse_text
-
     device = session.device(step["device"]) if step["device"] else None
     command = session.profile.probe_command(step["probe"], device, step["args"])
     done = session.run(command, step.timeout)
@@ -135,8 +133,6 @@ def _console_probe(session: GuestSession, step: Step) -> StepResult:
 
     The budget counts from the last protocol line, so a long run that keeps reporting is not a hang.
     """
-    from hil.uring_probe.ktap import ProbeParser
-
     parser, lines = ProbeParser(), []
     budget = step.timeout * session.factor
     last_progress = time.monotonic()
@@ -155,7 +151,7 @@ def _console_probe(session: GuestSession, step: Step) -> StepResult:
     return _probe_result(step, parser.finish(), "\n".join(lines))
 
 
-def _read_trailing_comments(session: GuestSession, parser: Any, lines: list[str]) -> None:
+def _read_trailing_comments(session: GuestSession, parser: ProbeParser, lines: list[str]) -> None:
     """The last case's metric and diagnostic lines follow its result line: take those that come at once."""
     while True:
         try:
@@ -172,10 +168,11 @@ _LINE = re.compile(r"([^\n]*)\n")
 TRAILING_LINES_WAIT = 0.3
 
 
-def _probe_result(step: Step, report: Any, output: str, hang: str = "") -> StepResult:
+def _probe_result(step: Step, report: ProbeReport, output: str, hang: str = "") -> StepResult:
     allowed = set(step["allow_fail"])
     cases = [
-        {**case.as_dict(), "allowed_failure": case.name in allowed and case.status == "fail"} for case in report.cases
+        {**case.as_dict(), "allowed_failure": case.name in allowed and case.status == CaseStatus.FAIL}
+        for case in report.cases
     ]
     result = StepResult(step.name, step.kind, StepStatus.PASS, output=output, cases=cases)
     known = [case["name"] for case in cases if case["allowed_failure"]]
@@ -195,13 +192,15 @@ def _probe_result(step: Step, report: Any, output: str, hang: str = "") -> StepR
     return result
 
 
-def _failed_cases(report: Any, step: Step) -> list[Any]:
+def _failed_cases(report: ProbeReport, step: Step) -> list[CaseResult | _Missing]:
     wanted = set(step["expect_cases"]) if step["expect_cases"] else None
     allowed = set(step["allow_fail"])
-    failed = [c for c in report.cases if c.status in ("fail", "error") and c.name not in allowed]
+    failed: list[CaseResult | _Missing] = [
+        c for c in report.cases if c.status in (CaseStatus.FAIL, CaseStatus.ERROR) and c.name not in allowed
+    ]
     if wanted is not None:
         failed = [c for c in failed if c.name in wanted]
-        seen = {c.name for c in report.cases if c.status == "pass"}
+        seen = {c.name for c in report.cases if c.status == CaseStatus.PASS}
         failed += [_Missing(name) for name in sorted(wanted - seen - {c.name for c in failed})]
     return failed
 
@@ -209,7 +208,7 @@ def _failed_cases(report: Any, step: Step) -> list[Any]:
 @dataclass
 class _Missing:
     name: str
-    status: str = "error"
+    status: CaseStatus = CaseStatus.ERROR
     reason: str = "expected case did not pass or was not reported"
 
 

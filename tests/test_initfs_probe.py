@@ -18,7 +18,7 @@ from hil.errors import InfraError, UsageError
 from hil.image.redox.initfs import bootstrap_entry
 from hil.initfs_probe import build, layout, regdump, spec
 from hil.initfs_probe.abi import ABIS, DEFAULT_ABI
-from hil.uring_probe.ktap import parse_text
+from hil.probes.ktap import parse_text
 
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed (apt-get install gcc)")
 

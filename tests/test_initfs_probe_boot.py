@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from hil.image.redox.assemble import assemble
-from hil.initfs_probe import build_initfs_probe, regdump, spec
+from hil.initfs_probe import regdump, spec
 from hil.initfs_probe.abi import ABIS, DEFAULT_ABI
-from hil.uring_probe.ktap import ProbeReport, parse_text
+from hil.initfs_probe.build import build_initfs_probe
+from hil.probes.ktap import ProbeReport, parse_text
 
 PACKAGES = os.environ.get("HIL_REDOX_PKGS")
 QEMU = shutil.which("qemu-system-x86_64")

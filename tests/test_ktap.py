@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from hil.uring_probe.ktap import (
+from hil.probes.ktap import (
     ABORTED_REASON,
     TRUNCATED_REASON,
     Metric,

@@ -71,7 +71,7 @@ def test_probe_skips_everything_off_redox(cargo_env: dict[str, str]) -> None:
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(r"KTAP version 1\n1\.\.0 # SKIP not a Redox system \(\w+\)\n", done.stdout), done.stdout
 
-    ktap = pytest.importorskip("hil.uring_probe.ktap")
+    ktap = pytest.importorskip("hil.probes.ktap")
     report = ktap.parse_text(done.stdout)
     assert (report.plan, report.cases, report.errors) == (0, [], [])
 
@@ -95,7 +95,7 @@ def test_redox_only_modules_typecheck(tmp_path: Path, cargo_env: dict[str, str])
 
 @needs_cargo
 def test_dry_run_output_satisfies_the_host_parser(tmp_path: Path, cargo_env: dict[str, str]) -> None:
-    ktap = pytest.importorskip("hil.uring_probe.ktap")
+    ktap = pytest.importorskip("hil.probes.ktap")
     done = _cargo(["run", "--offline", "--quiet", "--example", "host_dry_run", "--", str(tmp_path)], cargo_env)
     assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     report = ktap.parse_text(done.stdout)

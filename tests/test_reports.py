@@ -15,7 +15,7 @@ from rich.console import Console as Terminal
 
 from hil.reports import write_reports
 from hil.reports.summary import print_summary
-from hil.runset import Attempt, Cell, CellResult, RunSetResult
+from hil.results import Attempt, Cell, CellResult, RunSetResult
 
 SCHEMA = Path(__file__).parent / "data" / "junit.xsd"
 STAGES = ["kernel", "userspace", "mounts", "drivers", "network", "sshd", "ready"]

@@ -15,9 +15,8 @@ from rich.console import Console as Terminal
 from hil.cli_run import plan_from_args, run_parser, runset_requested
 from hil.errors import UsageError
 from hil.reports.live import live_progress
+from hil.results import RUNSET_NAME, Cell
 from hil.runset import (
-    RUNSET_NAME,
-    Cell,
     RunSetPlan,
     RunSetRunner,
     expand_cells,

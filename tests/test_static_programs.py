@@ -10,8 +10,8 @@ import pytest
 from hil.errors import InfraError
 from hil.guest.tools import NET_TOOL
 from hil.image.static_c import StaticProgram
+from hil.probes.ktap import parse_text
 from hil.uring_probe.build import LINUX_PROBE
-from hil.uring_probe.ktap import parse_text
 
 
 def test_the_probe_runs_on_the_host_kernel_against_a_file(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hil.triage.classify import USER_FUNCTION, classify, locate, normalize_function
-from hil.triage.crash import parse_crash
+from hil.triage.parsers import parse_crash
 from hil.triage.registers import VcpuRegisters, parse_info_registers
 from hil.triage.symbols import SymbolTable, demangle
 

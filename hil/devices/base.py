@@ -1,14 +1,14 @@
-"""What every device offers: QEMU arguments for cold plug, QMP hotplug/unplug, and per-guest checks.
+"""What every device offers: QEMU arguments for cold plug, QMP hotplug/unplug, and the facts a guest sees.
 
 Device knowledge lives here and nowhere else: the QEMU driver names and properties, the QMP dance for
-hot-adding and removing, and what a guest shows when the device works (a device node and sysfs facts on
-the Linux reference guest; the driver daemon's log lines and its scheme on Redox).
+hot-adding and removing, and what QEMU shows the guest (serial numbers, product names, the order in which
+controllers are probed). What a particular guest makes of a device (a /dev node on Linux, a driver's scheme
+on Redox) is that guest's knowledge: its profile answers it (GuestProfile.device_check).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,16 +21,6 @@ class Qmp(Protocol):
     def event_count(self) -> int: ...
 
     def wait_event(self, name: str, timeout: float, *, since: int = 0, match: Any = None) -> Any: ...
-
-
-@dataclass(frozen=True)
-class GuestCheck:
-    """How a guest proves it sees a device: a shell command whose output matches, or console lines."""
-
-    description: str
-    command: str | None = None
-    output_pattern: str | None = None
-    console_patterns: tuple[str, ...] = ()
 
 
 class Device(ABC):
@@ -60,14 +50,6 @@ class Device(ABC):
 
     def unplug(self, qmp: Qmp, timeout: float = DEVICE_DELETE_TIMEOUT) -> None:
         raise NotImplementedError(f"{self.kind} devices cannot be removed at run time")
-
-    def guest_path(self, guest: str) -> str | None:
-        """Where guest `guest` exposes this device to programs (a block device node, a scheme path)."""
-        return None
-
-    @abstractmethod
-    def guest_check(self, guest: str) -> GuestCheck | None:
-        """What guest `guest` (a profile name) shows when this device works; None if unknown."""
 
     def describe(self) -> str:
         return f"{self.kind} {self.id}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from hil.devices.base import Device, GuestCheck
+from hil.devices.base import Device
 
 GUEST_HOST_ADDRESS = "10.0.2.2"  # how a guest on QEMU's user network reaches the host's loopback
 GUEST_ADDRESS = "10.0.2.15"
@@ -62,14 +62,3 @@ class E1000(Device):
             if forward.guest_port == guest_port and forward.proto == proto:
                 return forward.host_port
         raise KeyError(f"{self.describe()} has no {proto} forward to guest port {guest_port}")
-
-    def guest_check(self, guest: str) -> GuestCheck | None:
-        if guest == "reference":
-            return GuestCheck(
-                "eth0 driven by e1000 with a DHCP address",
-                command="readlink /sys/class/net/eth0/device/driver; ip -4 addr show eth0",
-                output_pattern=rf"/e1000\n[\s\S]*inet {GUEST_ADDRESS.replace('.', '[.]')}/",
-            )
-        if guest.startswith("redox"):
-            return GuestCheck("e1000d started and its network scheme", console_patterns=(r"E1000",))
-        return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hil.devices.base import DEVICE_DELETE_TIMEOUT, Device, GuestCheck, Qmp, device_del
+from hil.devices.base import DEVICE_DELETE_TIMEOUT, Device, Qmp, device_del
 from hil.devices.disk import disk_overlay, known_disk
 
 
@@ -64,6 +64,11 @@ class Nvme(_DiskBacked):
     def serial(self) -> str:
         return f"hil-{self.id}"
 
+    @property
+    def number(self) -> int:
+        """Its place among the scenario's NVMe controllers (0 for the first): the order guests probe them in."""
+        return self.chassis - 1
+
     def slot_args(self) -> tuple[str, ...]:
         return ("-device", f"pcie-root-port,id={self.port_id},chassis={self.chassis},slot={self.chassis}")
 
@@ -81,28 +86,6 @@ class Nvme(_DiskBacked):
     def unplug(self, qmp: Qmp, timeout: float = DEVICE_DELETE_TIMEOUT) -> None:
         device_del(qmp, self.id, timeout)
         self.remove_backend(qmp)
-
-    def guest_path(self, guest: str) -> str | None:
-        # Controllers are numbered in probe order; hil's scenarios give the first NVMe device id nvme0.
-        number = int(self.chassis) - 1
-        if guest == "reference":
-            return f"/dev/nvme{number}n1"
-        # On Redox, nvmed serves /scheme/disk.pci-<address>-nvme/<nsid>; the probe finds it itself.
-        return None
-
-    def guest_check(self, guest: str) -> GuestCheck | None:
-        if guest == "reference":
-            return GuestCheck(
-                f"NVMe namespace with serial {self.serial}",
-                command="for d in /sys/class/nvme/nvme*; do cat $d/serial; done; ls /dev/nvme*n1",
-                output_pattern=rf"{self.serial}[\s\S]*/dev/nvme\d+n1",
-            )
-        if guest.startswith("redox"):
-            # nvmed logs through redox_log and serves its disks as a disk.* scheme.
-            return GuestCheck(
-                "nvmed driver and its disk scheme", command="ls /scheme", output_pattern=r"disk\.pci-\S+-nvme"
-            )
-        return None
 
 
 class UsbStorage(_DiskBacked):
@@ -134,15 +117,3 @@ class UsbStorage(_DiskBacked):
     def unplug(self, qmp: Qmp, timeout: float = DEVICE_DELETE_TIMEOUT) -> None:
         device_del(qmp, self.id, timeout)
         self.remove_backend(qmp)
-
-    def guest_check(self, guest: str) -> GuestCheck | None:
-        if guest == "reference":
-            return GuestCheck(
-                f"USB disk with serial {self.serial} as /dev/sdX",
-                command="cat /sys/bus/usb/devices/*/serial 2>/dev/null; "
-                "for d in /sys/block/sd*; do readlink -f $d | grep -q /usb && echo /dev/${d##*/}; done",
-                output_pattern=rf"{self.serial}[\s\S]*/dev/sd[a-z]+",
-            )
-        if guest.startswith("redox"):
-            return GuestCheck("usbscsid and its disk scheme", command="ls /scheme", output_pattern=r"disk\.usb")
-        return None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from hil.devices.base import DEVICE_DELETE_TIMEOUT, Device, GuestCheck, Qmp, device_del
+from hil.devices.base import DEVICE_DELETE_TIMEOUT, Device, Qmp, device_del
 
 XHCI_MODELS = ("qemu-xhci", "nec-usb-xhci")
-INPUT_MODELS = ("usb-kbd", "usb-tablet")
+# What QEMU's USB input devices call themselves (their product string descriptor).
+INPUT_PRODUCTS = {"usb-kbd": "QEMU USB Keyboard", "usb-tablet": "QEMU USB Tablet"}
+INPUT_MODELS = tuple(INPUT_PRODUCTS)
 
 
 class Xhci(Device):
@@ -19,17 +21,6 @@ class Xhci(Device):
 
     def qemu_args(self) -> tuple[str, ...]:
         return ("-device", f"{self.model},id={self.id}")
-
-    def guest_check(self, guest: str) -> GuestCheck | None:
-        if guest == "reference":
-            return GuestCheck(
-                "an xHCI host controller bound to xhci_hcd",
-                command="ls /sys/bus/pci/drivers/xhci_hcd/ | grep :",
-                output_pattern=r"\d{4}:\w\w:\w\w\.\d",
-            )
-        if guest.startswith("redox"):
-            return GuestCheck("xhcid started", console_patterns=(r"XHCI",))
-        return None
 
 
 class UsbInput(Device):
@@ -53,8 +44,6 @@ class UsbInput(Device):
     def unplug(self, qmp: Qmp, timeout: float = DEVICE_DELETE_TIMEOUT) -> None:
         device_del(qmp, self.id, timeout)
 
-    def guest_check(self, guest: str) -> GuestCheck | None:
-        product = {"usb-kbd": "QEMU USB Keyboard", "usb-tablet": "QEMU USB Tablet"}[self.kind]
-        if guest == "reference":
-            return GuestCheck(product, command="cat /sys/bus/usb/devices/*/product", output_pattern=product)
-        return None
+    @property
+    def product(self) -> str:
+        return INPUT_PRODUCTS[self.kind]

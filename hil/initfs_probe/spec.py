@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hil.initfs_probe.abi import ABIS
+
 PROGRAM = "hil-initfs-probe"
 VERSION = 1
 
@@ -69,6 +71,4 @@ REGDUMP_METRICS: tuple[tuple[str, str], ...] = (
 
 def build_id(variant: str, abi_name: str) -> int:
     """The id the register dump carries in rbp: layout version, ABI index, variant index."""
-    from hil.initfs_probe.abi import ABIS
-
     return (REGDUMP_LAYOUT << 16) | (list(ABIS).index(abi_name) << 8) | list(VARIANTS).index(variant)

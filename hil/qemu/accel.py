@@ -1,9 +1,10 @@
 """Choosing the accelerator: KVM only when a real boot works under it, else TCG, and say why.
 
 Opening /dev/kvm proves little: on some hosts (nested, paravirtual KVM without vmx/svm) a boot sector runs
-while Linux and Redox stop with "KVM internal error". So `auto` boots a real kernel with no root
-filesystem under KVM and requires it to reach the kernel's own "VFS: Unable to mount root" panic.
-The answer is cached per host kernel, CPU flags and QEMU version, since the probe costs seconds.
+while Linux and Redox stop with "KVM internal error". So `auto` boots a real kernel under KVM and requires
+it to print what its guest profile says a working boot prints (KvmProbe; the reference guest's kernel,
+with no root filesystem, reaches its own root-mount panic). The answer is cached per host kernel, CPU
+flags and QEMU version, since the probe costs seconds.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from pathlib import Path
 from hil.errors import UsageError
 from hil.paths import cache_dir
 
-PROBE_TIMEOUT = 10.0  # a working KVM panics in under 2 s; TCG itself needs about 3 s
-PROBE_SUCCESS = b"VFS: Unable to mount root"
+PROBE_TIMEOUT = 10.0  # a working KVM boots a kernel to its first panic in under 2 s; TCG needs about 3 s
 ACCELERATORS = ("auto", "kvm", "tcg")
 
 
@@ -30,45 +30,53 @@ class AccelChoice:
     reason: str
 
 
-def choose_accel(requested: str, probe_kernel: Path | None, qemu_binary: str = "qemu-system-x86_64") -> AccelChoice:
+@dataclass(frozen=True)
+class KvmProbe:
+    """A boot that proves KVM works: `kernel` booted with `append` prints `success` on the serial port."""
+
+    kernel: Path
+    success: bytes
+    append: str = ""
+
+
+def choose_accel(requested: str, probe: KvmProbe | None, qemu_binary: str = "qemu-system-x86_64") -> AccelChoice:
     if requested not in ACCELERATORS:
         raise UsageError(f"unknown accelerator {requested!r}; use one of {', '.join(ACCELERATORS)}")
     if requested != "auto":
         return AccelChoice(requested, "requested")
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return AccelChoice("tcg", "TCG: /dev/kvm is missing or not accessible")
-    if probe_kernel is None:
+    if probe is None:
         return AccelChoice("tcg", "TCG: no kernel to test KVM with (build the reference guest first)")
-    if kvm_boots(probe_kernel, qemu_binary):
+    if kvm_boots(probe, qemu_binary):
         return AccelChoice("kvm", "KVM: a test boot under KVM worked")
     return AccelChoice("tcg", "TCG: a test boot under KVM failed on this host (KVM present but unusable)")
 
 
-def kvm_boots(kernel: Path, qemu_binary: str) -> bool:
-    """Cached: does `kernel` reach its root-mount panic under KVM?"""
-    cache = cache_dir() / "accel" / f"{_host_key(kernel, qemu_binary)}.json"
+def kvm_boots(probe: KvmProbe, qemu_binary: str) -> bool:
+    """Cached: does the probe's kernel print what a working boot prints, under KVM?"""
+    cache = cache_dir() / "accel" / f"{_host_key(qemu_binary)}.json"
     if cache.is_file():
         return bool(json.loads(cache.read_text())["kvm_works"])
-    works = _probe_boot(kernel, qemu_binary)
+    works = _probe_boot(probe, qemu_binary)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"kvm_works": works, "kernel": str(kernel)}) + "\n")
+    cache.write_text(json.dumps({"kvm_works": works, "kernel": str(probe.kernel)}) + "\n")
     return works
 
 
-def _probe_boot(kernel: Path, qemu_binary: str) -> bool:
+def _probe_boot(probe: KvmProbe, qemu_binary: str) -> bool:
     argv = [
         qemu_binary, "-accel", "kvm", "-cpu", "host", "-m", "256", "-nodefaults", "-display", "none",
-        "-vga", "none", "-no-reboot", "-serial", "stdio", "-kernel", str(kernel),
-        "-append", "console=ttyS0 panic=-1",
+        "-vga", "none", "-no-reboot", "-serial", "stdio", "-kernel", str(probe.kernel), "-append", probe.append,
     ]  # fmt: skip
     try:
         result = subprocess.run(argv, capture_output=True, timeout=PROBE_TIMEOUT, check=False)
     except (subprocess.TimeoutExpired, OSError):
         return False
-    return PROBE_SUCCESS in result.stdout
+    return probe.success in result.stdout
 
 
-def _host_key(kernel: Path, qemu_binary: str) -> str:
+def _host_key(qemu_binary: str) -> str:
     try:
         version = subprocess.run([qemu_binary, "--version"], capture_output=True, text=True, check=False).stdout
     except OSError:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from hil.guest.ansi import strip_ansi
-from hil.report import ARTIFACT_FILES
-from hil.runset import RUN_LOG_NAME, CellResult
+from hil.reports.run_report import ARTIFACT_FILES
+from hil.results import RUN_LOG_NAME, CellResult
 
 TAIL_BYTES = 64 * 1024
 DEPTH_CASE = re.compile(r"^depth_(\d+)$")

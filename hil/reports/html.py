@@ -17,8 +17,8 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader
 
+import hil.reports.plots as plots
 from hil import __version__
-from hil.reports import plots
 from hil.reports.facts import (
     ProbeCase,
     artifact_files,
@@ -31,7 +31,7 @@ from hil.reports.facts import (
     ready_seconds,
     triage_text,
 )
-from hil.runset import CellResult, RunSetResult
+from hil.results import CellResult, RunSetResult
 
 INDEX_NAME = "index.html"
 PLOTS_DIR = "plots"

@@ -28,8 +28,7 @@ from hil.reports.facts import (
     ready_seconds,
     triage_text,
 )
-from hil.results import Verdict
-from hil.runset import CellResult, RunSetResult
+from hil.results import CellResult, RunSetResult, Verdict
 
 # XML 1.0 forbids most control characters; a guest's console can print any byte.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")

@@ -17,7 +17,7 @@ from rich.spinner import Spinner
 from rich.table import Table
 
 from hil.reports.summary import VERDICT_STYLE
-from hil.runset import CellProgress, ProgressCallback
+from hil.results import CellProgress, ProgressCallback
 
 REFRESH_PER_SECOND = 4
 

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, ScalarFormatter
 
 from hil.reports.facts import ProbeCase, ready_seconds
-from hil.runset import CellResult
+from hil.results import CellResult
 
 VERDICT_COLORS = {"pass": "#2e7d32", "fail": "#c62828", "crash": "#ad1457", "hang": "#6a1b9a", "infra": "#ef6c00"}
 STAGE_COLORS = {"reached": "#1e88e5", "restored": "#90a4ae", "stuck": "#c62828", "missed": "#fbc02d"}

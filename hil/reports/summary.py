@@ -7,7 +7,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hil.reports.facts import first_line, ready_seconds
-from hil.runset import RunSetResult
+from hil.results import RunSetResult
 
 VERDICT_STYLE = {
     "pass": "bold green",

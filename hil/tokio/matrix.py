@@ -109,7 +109,7 @@ def run_matrix(
     runnable = [driver for driver in chosen if all(name in tokio["built"] for name in driver.needs)]
     skipped.update({driver.name: _not_built_reason(driver, tokio["not_built"]) for driver in chosen
                     if driver not in runnable})  # fmt: skip
-    choice = choose_accel(accel, image.vmlinux)
+    choice = choose_accel(accel, get_profile("reference").kvm_probe(GuestOptions(image=image.root)))
     console.print(f"accelerator: {choice.name} ({choice.reason})")
     factor = timeout_factor or DEFAULT_FACTOR[choice.name]
     folder = private_dir(report_dir) if report_dir else new_run_dir("tokio-matrix")

@@ -19,9 +19,10 @@ from typing import Any
 
 from hil.errors import HilError
 from hil.guest.ansi import strip_ansi
-from hil.triage.crash import CrashReport, crash_format_of, parse_crash, scrub
+from hil.triage.crash import CrashReport, crash_format_of, scrub
 from hil.triage.guest_symbols import resolve_symbols
 from hil.triage.hang import console_crash, drain_console, tail_text
+from hil.triage.parsers import parse_crash
 
 CRASH_JSON = "crash-report.json"
 CRASH_TEXT = "crash-report.txt"

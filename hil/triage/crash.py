@@ -1,6 +1,6 @@
 """Crash reports: one structured form for every guest's crash text, and the signature bisection compares.
 
-Each guest kind has its own parser module (linux_oops, redox_crash) that finds the first crash in console
+Each guest kind has its own parser (hil.triage.parsers: linux, redox) that finds the first crash in console
 text and fills a CrashReport; which parsers apply comes from the guest profile's `crash_format`
 ("linux", "redox"), and without one every parser is tried (their formats do not overlap).
 
@@ -12,11 +12,9 @@ not the stack dumper). The same bug gives the same signature across boots and ac
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-from hil.guest.ansi import strip_ansi
 
 
 @dataclass
@@ -43,26 +41,8 @@ class CrashReport:
         return {**asdict(self), "signature": self.signature}
 
 
-Parser = Callable[[str], CrashReport | None]
-
-
-def _parsers() -> dict[str, Parser]:
-    from hil.triage import linux_oops, redox_crash
-
-    return {"linux": linux_oops.parse, "redox": redox_crash.parse}
-
-
 def crash_format_of(profile: object) -> str | None:
     return getattr(profile, "crash_format", None)
-
-
-def parse_crash(text: str, formats: Sequence[str] | None = None) -> CrashReport | None:
-    """The earliest crash in `text` (escape sequences and carriage returns are stripped first)."""
-    plain = strip_ansi(text)
-    parsers = _parsers()
-    chosen = [parsers[f] for f in formats if f in parsers] if formats else list(parsers.values())
-    found = [(plain.find(r.lines[0]) if r.lines else 0, r) for parser in chosen if (r := parser(plain))]
-    return min(found, key=lambda item: item[0])[1] if found else None
 
 
 # --- helpers shared by the parsers ---------------------------------------------------------------------------

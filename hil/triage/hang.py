@@ -18,8 +18,9 @@ from typing import Any
 from hil.errors import HilError
 from hil.guest.ansi import strip_ansi
 from hil.triage.classify import DEFAULT_IDLE_SYMBOLS, Classification, CpuState, Sample, classify, locate
-from hil.triage.crash import CrashReport, crash_format_of, parse_crash
+from hil.triage.crash import CrashReport, crash_format_of
 from hil.triage.guest_symbols import resolve_symbols
+from hil.triage.parsers import parse_crash
 from hil.triage.sampler import DEFAULT_INTERVAL, DEFAULT_SAMPLES, VcpuSnapshot, sample_vcpus
 from hil.triage.symbols import SymbolTable
 

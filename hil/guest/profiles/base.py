@@ -8,15 +8,17 @@ interface; nothing outside hil/guest/profiles knows a guest's messages.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from hil.devices.base import Device
 from hil.errors import UsageError
 from hil.guest.console import Console
 from hil.guest.shell import ShellDialect
 from hil.guest.stages import Stage
+from hil.qemu.accel import KvmProbe
 from hil.qemu.spec import MachineSpec
 
 
@@ -31,11 +33,10 @@ class GuestOptions:
     append: str = ""
     extra_initrd: tuple[Path, ...] = ()
     qemu_binary: str = "qemu-system-x86_64"
-    # Redox guests: a package folder or URL to assemble a disk from, and local boot files to put in it.
-    packages: str | None = None
-    kernel: Path | None = None
-    initfs: Path | None = None
-    initfs_probe: str | None = None  # which variant of hil's initfs probe redox-kernel boots by default
+    # Options only some guests take, by name (Redox: packages, kernel, initfs, initfs_probe). Each profile
+    # reads its own through a typed view and ignores the others, so one run set can pass --packages to a
+    # Redox cell and a Linux cell alike.
+    own: Mapping[str, Any] = field(default_factory=dict)
     # The run folder, for guests that prepare their image per run (set by the session).
     work_dir: Path | None = None
 
@@ -44,6 +45,20 @@ def must_be_file(flag: str, path: Path) -> None:
     if not path.is_file():
         problem = "is a folder" if path.is_dir() else "does not exist"
         raise UsageError(f"{flag} {path}: {problem}. Fix: give the path of a file")
+
+
+@dataclass(frozen=True)
+class GuestCheck:
+    """How a guest proves it sees a device: a shell command whose output matches, or console lines."""
+
+    description: str
+    command: str | None = None
+    output_pattern: str | None = None
+    console_patterns: tuple[str, ...] = ()
+
+
+# A device kind -> what the guest shows when such a device works (each profile has its own table).
+DeviceChecks = Mapping[str, Callable[[Any], GuestCheck]]
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,8 @@ class GuestProfile(ABC):
     crash_format: str | None = None
     # isa-debug-exit QEMU statuses -> verdicts (None: hil's 51 pass / 53 fail).
     debug_exit_verdicts: ClassVar[dict[int, str] | None] = None
+    # What this guest shows for each kind of device it has drivers for (GuestProfile.device_check).
+    device_checks: ClassVar[DeviceChecks] = {}
     # The least memory this guest boots in (below it: a hang before the first line, or QEMU refusing).
     min_memory_mb: int = 64
 
@@ -84,8 +101,8 @@ class GuestProfile(ABC):
         """The machine this guest boots on, with its image resolved (building or failing clearly)."""
 
     @abstractmethod
-    def probe_kernel(self, options: GuestOptions) -> Path | None:
-        """A kernel hil can boot under KVM to test that KVM works (None when this guest has none)."""
+    def kvm_probe(self, options: GuestOptions) -> KvmProbe | None:
+        """A boot that shows KVM works on this host (None when this guest has no kernel to test it with)."""
 
     def prepare_shell(self, console: Console, timeout: float) -> None:
         """After the last stage: make the console a shell ready for `run` (login, terminal settings)."""
@@ -95,10 +112,19 @@ class GuestProfile(ABC):
         """After a snapshot restore: a shell in a known state (and, where the guest allows, the right time)."""
         console.resync(timeout)
 
+    def device_check(self, device: Device) -> GuestCheck | None:
+        """What this guest shows when `device` works; None when the guest has no driver hil knows of."""
+        make = self.device_checks.get(device.kind)
+        return make(device) if make else None
+
+    def device_path(self, device: Device) -> str | None:
+        """Where programs in this guest reach `device` (a block device node); None: the probe finds it."""
+        return None
+
     def probe_command(self, probe: str, device: Device | None, args: str) -> str:
         """The command line that runs guest probe `probe` on `device` (same flags on every guest)."""
         command = f"{self.probe_binaries[probe]}"
-        path = device.guest_path(self.name) if device else None
+        path = self.device_path(device) if device else None
         if path:
             command += f" --device {path}"
         return f"{command} {args}".strip()

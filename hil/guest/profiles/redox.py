@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from hil.errors import UsageError
 from hil.guest.console import Console
-from hil.guest.profiles.base import GuestOptions, GuestProfile, must_be_file
+from hil.guest.profiles.base import DeviceChecks, GuestCheck, GuestOptions, GuestProfile, must_be_file
 from hil.guest.shell import ShellDialect, WrappedCommand, markers
 from hil.guest.stages import Stage
+from hil.image.redox.assemble import assemble, read_image_file
+from hil.initfs_probe.build import build_initfs_probe
+from hil.paths import cache_dir
+from hil.qemu.accel import KvmProbe
 from hil.qemu.spec import MachineSpec
 
 PACKAGES_ENV = "HIL_REDOX_PKGS"
@@ -41,6 +46,34 @@ REDOX_CRASH_PATTERNS = (
 )
 
 
+# What Redox's drivers show when they work: nvmed and usbscsid serve their disks as disk.* schemes,
+# xhcid and e1000d log through redox_log. (From Redox sources: no full userspace boots here.)
+DEVICE_CHECKS: DeviceChecks = {
+    "nvme": lambda device: GuestCheck("nvmed driver and its disk scheme", command="ls /scheme",
+                                      output_pattern=r"disk\.pci-\S+-nvme"),
+    "usb-storage": lambda device: GuestCheck("usbscsid and its disk scheme", command="ls /scheme",
+                                             output_pattern=r"disk\.usb"),
+    "xhci": lambda device: GuestCheck("xhcid started", console_patterns=(r"XHCI",)),
+    "e1000": lambda device: GuestCheck("e1000d started and its network scheme", console_patterns=(r"E1000",)),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RedoxOptions:
+    """What Redox guests take beyond the common options (GuestOptions.own)."""
+
+    packages: str | None = None  # a package folder or URL to assemble the disk from (else $HIL_REDOX_PKGS)
+    kernel: Path | None = None  # a local kernel to put into the assembled disk
+    initfs: Path | None = None  # a local initfs to put into it
+    initfs_probe: str | None = None  # which variant of hil's initfs probe redox-kernel boots by default
+
+    @classmethod
+    def of(cls, options: GuestOptions) -> RedoxOptions:
+        own = options.own
+        packages = own.get("packages") or os.environ.get(PACKAGES_ENV) or None
+        return cls(packages, own.get("kernel"), own.get("initfs"), own.get("initfs_probe"))
+
+
 class IonShell(ShellDialect):
     """ion: no eval, so markers are split by ion's own string concatenation of two quoted halves."""
 
@@ -58,6 +91,7 @@ class RedoxKernelProfile(GuestProfile):
     crash_patterns = REDOX_CRASH_PATTERNS
     progress_patterns = (r"^kernel::\S+:(?:INFO|WARN|ERROR|DEBUG|TRACE) -- ",)
     crash_format = "redox"
+    device_checks: ClassVar[DeviceChecks] = DEVICE_CHECKS
     idle_symbols = ("kernel::run_userspace", "kernel::kmain", "kernel::kmain_ap", "interrupt::halt", "enable_and_halt")
     debug_exit_verdicts: ClassVar[dict[int, str] | None] = {51: "pass", 53: "fail"}
 
@@ -65,17 +99,17 @@ class RedoxKernelProfile(GuestProfile):
 
     def check_options(self, options: GuestOptions) -> None:
         super().check_options(options)
-        for flag, path in (("--kernel", options.kernel), ("--initfs", options.initfs)):
+        redox = RedoxOptions.of(options)
+        for flag, path in (("--kernel", redox.kernel), ("--initfs", redox.initfs)):
             if path is not None:
                 must_be_file(flag, path)
         if options.image is not None:
             must_be_file("--image", options.image)
             return
-        packages = options.packages or os.environ.get(PACKAGES_ENV)
-        if not packages:
+        if not redox.packages:
             raise UsageError(f"guest {self.name} needs a disk. Fix: give --image IMG, or --packages DIR|URL "
                              f"(or set {PACKAGES_ENV}) to assemble one")  # fmt: skip
-        check_package_folder(packages)
+        check_package_folder(redox.packages)
 
     def machine_spec(self, options: GuestOptions) -> MachineSpec:
         image = self._image(options)
@@ -92,19 +126,18 @@ class RedoxKernelProfile(GuestProfile):
             qemu_binary=options.qemu_binary,
         )
 
-    def probe_kernel(self, options: GuestOptions) -> Path | None:
+    def kvm_probe(self, options: GuestOptions) -> KvmProbe | None:
         return None  # KVM is tested with the reference guest's Linux kernel (Redox fails there too)
 
     def kernel_symbols(self, options: GuestOptions) -> Path | None:
         """The booted kernel's ELF (Redox keeps its symbol table), for hang triage."""
-        if options.kernel is not None:
-            return options.kernel
+        kernel = RedoxOptions.of(options).kernel
+        if kernel is not None:
+            return kernel
         if options.work_dir is None:
             return None
         target = options.work_dir / "kernel.elf"
         if not target.exists():
-            from hil.image.redox.assemble import read_image_file
-
             try:
                 target.write_bytes(read_image_file(self._image(options), "boot/kernel"))
             except Exception:  # symbols help triage; never a reason to fail the run
@@ -122,17 +155,15 @@ class RedoxKernelProfile(GuestProfile):
         self.check_options(options)
         if options.image is not None:
             return options.image
-        packages = options.packages or os.environ.get(PACKAGES_ENV, "")
-        return _assemble_for_run(packages, options, KERNEL_IMAGE_MIB, self.default_initfs(options))
+        redox = RedoxOptions.of(options)
+        assert redox.packages is not None  # check_options said so
+        return _assemble_for_run(redox, options.work_dir, KERNEL_IMAGE_MIB, self.default_initfs(redox))
 
-    def default_initfs(self, options: GuestOptions) -> Path | None:
+    def default_initfs(self, redox: RedoxOptions) -> Path | None:
         """The user's initfs, else hil's freestanding probe (built once per variant into the cache)."""
-        if options.initfs is not None:
-            return options.initfs
-        from hil.initfs_probe.build import build_initfs_probe
-        from hil.paths import cache_dir
-
-        return build_initfs_probe(cache_dir() / "initfs-probe", options.initfs_probe or "kernel-smoke")
+        if redox.initfs is not None:
+            return redox.initfs
+        return build_initfs_probe(cache_dir() / "initfs-probe", redox.initfs_probe or "kernel-smoke")
 
 
 class RedoxProfile(RedoxKernelProfile):
@@ -159,8 +190,8 @@ class RedoxProfile(RedoxKernelProfile):
         console.sendline("password")
         console.resync(timeout)
 
-    def default_initfs(self, options: GuestOptions) -> Path | None:
-        return options.initfs  # the packages' base-initfs unless the user gives one
+    def default_initfs(self, redox: RedoxOptions) -> Path | None:
+        return redox.initfs  # the packages' base-initfs unless the user gives one
 
     def after_restore(self, console: Console, timeout: float) -> None:
         console.resync(timeout)
@@ -182,14 +213,13 @@ def check_package_folder(packages: str) -> None:
                      "folder holding NAME.pkgar + NAME.toml")  # fmt: skip
 
 
-def _assemble_for_run(packages: str, options: GuestOptions, size_mib: int, initfs: Path | None) -> Path:
+def _assemble_for_run(redox: RedoxOptions, work_dir: Path | None, size_mib: int, initfs: Path | None) -> Path:
     """Assemble a disk from packages into the run folder (well under a second): the run's base image."""
-    from hil.image.redox.assemble import assemble
-
-    if options.work_dir is None:
+    if work_dir is None:
         raise UsageError("assembling a Redox image needs a run folder")
-    out = options.work_dir / "redox-assembled.img"
+    out = work_dir / "redox-assembled.img"
     if not out.exists():
-        assemble(packages=packages, out=out, size=size_mib << 20, kernel=options.kernel, initfs=initfs)
+        assert redox.packages is not None
+        assemble(packages=redox.packages, out=out, size=size_mib << 20, kernel=redox.kernel, initfs=initfs)
         out.chmod(0o444)
     return out

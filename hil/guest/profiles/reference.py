@@ -10,15 +10,61 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
+from hil.devices.base import Device
+from hil.devices.net import E1000, GUEST_ADDRESS
+from hil.devices.storage import Nvme, UsbStorage
+from hil.devices.usb import UsbInput, Xhci
 from hil.errors import UsageError
 from hil.guest.console import Console
-from hil.guest.profiles.base import GuestOptions, GuestProfile, SshAccess
+from hil.guest.profiles.base import DeviceChecks, GuestCheck, GuestOptions, GuestProfile, SshAccess
 from hil.guest.stages import Stage
 from hil.image import reference as reference_image
+from hil.qemu.accel import KvmProbe
 from hil.qemu.spec import MachineSpec
 
 READY_MARKER = "HIL-GUEST-READY"
 KERNEL_APPEND = "console=ttyS0 nokaslr panic=-1"
+
+
+def _nvme(device: Nvme) -> GuestCheck:
+    return GuestCheck(
+        f"NVMe namespace with serial {device.serial}",
+        command="for d in /sys/class/nvme/nvme*; do cat $d/serial; done; ls /dev/nvme*n1",
+        output_pattern=rf"{device.serial}[\s\S]*/dev/nvme\d+n1",
+    )
+
+
+def _usb_storage(device: UsbStorage) -> GuestCheck:
+    return GuestCheck(
+        f"USB disk with serial {device.serial} as /dev/sdX",
+        command="cat /sys/bus/usb/devices/*/serial 2>/dev/null; "
+        "for d in /sys/block/sd*; do readlink -f $d | grep -q /usb && echo /dev/${d##*/}; done",
+        output_pattern=rf"{device.serial}[\s\S]*/dev/sd[a-z]+",
+    )
+
+
+def _xhci(device: Xhci) -> GuestCheck:
+    return GuestCheck(
+        "an xHCI host controller bound to xhci_hcd",
+        command="ls /sys/bus/pci/drivers/xhci_hcd/ | grep :",
+        output_pattern=r"\d{4}:\w\w:\w\w\.\d",
+    )
+
+
+def _usb_input(device: UsbInput) -> GuestCheck:
+    return GuestCheck(device.product, command="cat /sys/bus/usb/devices/*/product", output_pattern=device.product)
+
+
+def _e1000(device: E1000) -> GuestCheck:
+    return GuestCheck(
+        "eth0 driven by e1000 with a DHCP address",
+        command="readlink /sys/class/net/eth0/device/driver; ip -4 addr show eth0",
+        output_pattern=rf"/e1000\n[\s\S]*inet {GUEST_ADDRESS.replace('.', '[.]')}/",
+    )
+
+
+DEVICE_CHECKS: DeviceChecks = {"nvme": _nvme, "usb-storage": _usb_storage, "xhci": _xhci, "usb-kbd": _usb_input,
+                               "usb-tablet": _usb_input, "e1000": _e1000}  # fmt: skip
 
 
 class ReferenceProfile(GuestProfile):
@@ -36,6 +82,7 @@ class ReferenceProfile(GuestProfile):
     probe_binaries: ClassVar[dict[str, str]] = {"uring": "/usr/bin/hil-uring-probe"}
     progress_patterns = (r"^\[\s*\d+\.\d+\] ", r"^hil-init: ")
     crash_format = "linux"
+    device_checks: ClassVar[DeviceChecks] = DEVICE_CHECKS
     crash_patterns = (
         r"Kernel panic - not syncing",
         r"BUG: kernel NULL pointer dereference",
@@ -69,9 +116,14 @@ class ReferenceProfile(GuestProfile):
             qemu_binary=options.qemu_binary,
         )
 
-    def probe_kernel(self, options: GuestOptions) -> Path | None:
+    def kvm_probe(self, options: GuestOptions) -> KvmProbe | None:
         image = self._image(options, required=False)
-        return image.vmlinux if image else None
+        # With no root filesystem the kernel panics at once: reaching that panic means it booted.
+        return KvmProbe(image.vmlinux, b"VFS: Unable to mount root", "console=ttyS0 panic=-1") if image else None
+
+    def device_path(self, device: Device) -> str | None:
+        # Linux names NVMe controllers in probe order, which is the order of the scenario's NVMe devices.
+        return f"/dev/nvme{device.number}n1" if isinstance(device, Nvme) else None
 
     def prepare_shell(self, console: Console, timeout: float) -> None:
         console.resync(timeout)

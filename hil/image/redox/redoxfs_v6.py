@@ -32,7 +32,7 @@ from typing import BinaryIO
 
 from hil.errors import InfraError, UsageError
 from hil.image.redox import seahash
-from hil.image.redox.redoxfs import (
+from hil.image.redox.redoxfs_model import (
     BLOCK_SIZE,
     MODE_DIR,
     MODE_FILE,

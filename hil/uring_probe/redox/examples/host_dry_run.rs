@@ -1,7 +1,7 @@
 //! A dry run of the probe's platform-independent parts on any host, printing the same protocol the
 //! Redox probe prints: the scheme cases are played against the `Daemon` logic with synthetic Sqes (no
 //! kernel involved), the disk cases run against a temporary file. hil's tests feed this output to the
-//! host parser (hil/uring_probe/ktap.py) to check that the Rust writer and the parser agree.
+//! host parser (hil/probes/ktap.py) to check that the Rust writer and the parser agree.
 //!
 //! `cargo run --example host_dry_run [-- DIR]` (DIR: where the temporary disk file goes; default the temp dir).
 

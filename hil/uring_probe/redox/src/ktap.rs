@@ -11,7 +11,7 @@
 //! ok 9 timeout # SKIP reason
 //! ```
 //!
-//! The full grammar is hil's `hil/uring_probe/PROTOCOL.md` (parsed on the host by `hil/uring_probe/ktap.py`).
+//! The full grammar is hil's `hil/uring_probe/PROTOCOL.md` (parsed on the host by `hil/probes/ktap.py`).
 //! In short: a `# cases` line may list the case names after the `# probe` line; a case's metric lines and
 //! diagnostics follow its result line; `# heartbeat <case> <n>` lines show progress while a long case runs,
 //! before its result; `# probe aborted` ends the output after a fatal error. Names and metric keys are

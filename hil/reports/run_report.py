@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hil import __version__
-from hil.results import RunResult
+from hil.results import REPORT_NAME, RunResult
 from hil.store import atomic_write_json
 
 if TYPE_CHECKING:
     from hil.scenario import Scenario
 
-REPORT_NAME = "report.json"
 ARTIFACT_FILES = {
     "argv": "argv.txt",
     "serial_log": "serial.log",

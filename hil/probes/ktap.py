@@ -11,9 +11,9 @@ import copy
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-Status = Literal["pass", "fail", "skip", "error"]
+from hil.results import CaseStatus
 
 TRUNCATED_REASON = "missing from output (truncated?)"
 ABORTED_REASON = "missing from output (probe aborted)"
@@ -55,7 +55,7 @@ class Metric:
 class CaseResult:
     number: int
     name: str
-    status: Status
+    status: CaseStatus
     reason: str = ""
     metrics: dict[str, Metric] = field(default_factory=dict)
     diagnostics: list[str] = field(default_factory=list)
@@ -96,13 +96,14 @@ class ProbeReport:
         """A complete run without parse errors in which every case passed or was skipped."""
         if not self.header_seen or self.plan is None or self.errors or self.aborted:
             return False
-        return len(self.cases) >= self.plan and all(case.status in ("pass", "skip") for case in self.cases)
+        done = (CaseStatus.PASS, CaseStatus.SKIP)
+        return len(self.cases) >= self.plan and all(case.status in done for case in self.cases)
 
     def case(self, name: str) -> CaseResult | None:
         return next((case for case in self.cases if case.name == name), None)
 
     def summary(self) -> dict[str, int]:
-        counts = {"pass": 0, "fail": 0, "skip": 0, "error": 0}
+        counts = dict.fromkeys(map(str, CaseStatus), 0)
         for case in self.cases:
             counts[case.status] += 1
         return counts
@@ -345,19 +346,19 @@ class ProbeParser:
         for number in missing:
             name = self._expected_name(number) or f"case_{number}"
             names.append(name)
-            case = CaseResult(number=number, name=name, status="error", reason=reason)
+            case = CaseResult(number=number, name=name, status=CaseStatus.ERROR, reason=reason)
             if name in report.heartbeats:
                 case.diagnostics.append(f"last heartbeat: {report.heartbeats[name]}")
             report.cases.append(case)
         report.errors.append(f"{len(missing)} of {plan} cases {reason}: {', '.join(names)}")
 
 
-def _status_and_reason(word: str, directive: str) -> tuple[Status, str]:
+def _status_and_reason(word: str, directive: str) -> tuple[CaseStatus, str]:
     text = directive.strip()
     skip = _SKIP.match(text)
     if skip:
-        return "skip", skip.group("reason").strip()
-    return ("pass" if word == "ok" else "fail"), text
+        return CaseStatus.SKIP, skip.group("reason").strip()
+    return (CaseStatus.PASS if word == "ok" else CaseStatus.FAIL), text
 
 
 def parse_text(text: str | bytes) -> ProbeReport:
