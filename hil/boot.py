@@ -1,9 +1,9 @@
-"""The one way to get a booted guest: profile, accelerator, timeout factor, session.
+"""The one way to get a booted guest: profile, accelerator, timeout factor, session, judged boot.
 
-`hil run` (hil.runner), the pytest plugin and everything built on them prepare their guests here, so a
-choice made for one (how the accelerator is picked, what the timeout factor defaults to, which console
-watches for progress) holds for all. Starting the session and judging what went wrong stay with the caller
-(hil.judge turns any outcome into a verdict).
+`hil run` (hil.runner, and through it run sets, tokio's examples and bisect's runs) and the pytest plugin
+prepare and boot their guests here, so a choice made for one (how the accelerator is picked, what the
+timeout factor defaults to, which console watches for progress, how a failed boot is judged, what the
+report keeps of a session) holds for all. hil.judge turns any outcome into a verdict.
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from pathlib import Path
 
 from hil.guest.profiles import GuestOptions, GuestProfile, get_profile
 from hil.guest.stages import StageMark
+from hil.judge import Judge
+from hil.lifetime import signals_deferred
 from hil.qemu.accel import AccelChoice, choose_accel
+from hil.results import RunResult
 from hil.session import GuestSession, PlannedDevice
 
 # Budgets are written for TCG; KVM runs the same guest in about half the time.
@@ -62,3 +65,39 @@ class Booter:
         options = replace(request.options, accel=accel.name)
         return GuestSession(profile, options, run_dir, devices=request.devices, factor=factor, keep=request.keep,
                             snapshot=request.snapshot, on_mark=on_mark, accel=accel)  # fmt: skip
+
+    def boot(
+        self, request: BootRequest, judge: Judge, on_mark: Callable[[StageMark], None] | None = None
+    ) -> GuestSession:
+        """Prepare and boot a guest for `judge`'s run. Whatever stops the boot is judged at once, while QEMU
+        is still there to examine; the session stays with the judge (`judge.session`) for `end_session`."""
+        judge.session = session = self.prepare(request, judge.result.run_dir, on_mark)
+        judge.result.accel = session.accel
+        judge.result.details["ssh_port"] = session.ssh_port
+        self.on_phase("booting")
+        try:
+            judge.result.timeline = session.start()
+        except BaseException as err:
+            judge.ended_by(err)
+            raise
+        return session
+
+
+def end_session(session: GuestSession, result: RunResult) -> None:
+    """Stop the guest (or leave it running when asked to keep it), keeping what the report says of it."""
+    if session.snapshot_info:
+        result.details["snapshot"] = session.snapshot_info
+    with signals_deferred():
+        session.close()
+    if session.machine.keep_running:
+        result.kept = _kept_info(session)
+
+
+def _kept_info(session: GuestSession) -> dict[str, object]:
+    process = session.machine.process
+    return {
+        "pid": process.pid if process else None,
+        "qmp_socket": str(session.machine.paths.qmp_socket),
+        "serial_socket": str(session.machine.paths.serial_socket),
+        "ssh_port": session.ssh_port,
+    }

@@ -22,7 +22,7 @@ from hil.image.fetch import add_fetch_arguments, fetch_command
 from hil.image.redox.assemble import add_assemble_arguments, add_ls_arguments, assemble_command, ls_command
 from hil.image.reference import reference_command
 from hil.kept import console_command
-from hil.qemu.process import install_signal_handlers
+from hil.lifetime import install_signal_handlers
 from hil.results import USAGE_EXIT_CODE, Terminated, signal_exit_code
 from hil.scenario import builtin_names, load_scenario
 

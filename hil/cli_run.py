@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,10 @@ from hil.reports.live import live_progress
 from hil.reports.summary import print_summary
 from hil.results import RUNSET_NAME, Cell, RunResult, RunSetResult, StepResult, StepStatus, Verdict
 from hil.runner import RunObserver, RunOptions, check_run, run_scenario
-from hil.runset import RunSetPlan, RunSetRunner, expand_cells, load_suite, new_runset_dir, numbered
-from hil.scenario import load_scenario
+from hil.runset import RunSetPlan, RunSetRunner, expand_cells, load_suite, new_runset_dir, numbered, suite_names
+from hil.scenario import builtin_names, load_scenario
+from hil.tokio.suite import SUITE_NAME as TOKIO_SUITE
+from hil.tokio.suite import tokio_plan
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "crash": "bold red", "hang": "bold magenta",
                  "infra": "bold yellow"}  # fmt: skip
@@ -81,8 +84,8 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
                         help="runs at once (default: the suite's, else CPUs)")  # fmt: skip
     runset.add_argument("--retry-infra", type=argtypes.count, metavar="N",
                         help="re-run a run whose verdict is infra up to N times")  # fmt: skip
-    tokio = run.add_argument_group("tokio-examples")
-    tokio.add_argument("--examples", type=argtypes.names, help="which examples (default: all)")
+    runset.add_argument("--only", type=argtypes.names, metavar="NAMES",
+                        help="a suite's runs of these scenarios only (tokio-examples: examples)")  # fmt: skip
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -176,14 +179,42 @@ def runset_requested(args: Any) -> bool:
     return bool(getattr(args, "suite", None)) or len(scenarios) * len(smp) * getattr(args, "repeat", 1) > 1
 
 
+# Suites made by code rather than read from a TOML file: name -> (smp values, --only names) -> plan.
+GENERATED_SUITES: dict[str, Callable[[Sequence[int] | None, Sequence[str] | None], RunSetPlan]] = {
+    TOKIO_SUITE: lambda smp, only: tokio_plan(smp, only).plan,
+}
+
+
+def suite_plan(name: str, smp: Sequence[int] | None = None, only: Sequence[str] | None = None) -> RunSetPlan:
+    """A built-in, generated or TOML suite; `only` keeps the runs of those scenarios."""
+    if name in GENERATED_SUITES:
+        return GENERATED_SUITES[name](smp, only)
+    plan = load_suite(name, smp)
+    if only is None:
+        return plan
+    unknown = sorted(set(only) - {cell.label for cell in plan.cells})
+    if unknown:
+        known = ", ".join(dict.fromkeys(cell.label for cell in plan.cells))
+        raise UsageError(f"--only {','.join(unknown)}: not in suite {plan.name}. Fix: use some of {known}")
+    return replace(plan, cells=tuple(cell for cell in plan.cells if cell.label in only))
+
+
+def is_suite_name(name: str) -> bool:
+    """A bare name that is a suite and not a scenario (`hil run gate`, `hil run tokio-examples`)."""
+    return "/" not in name and not name.endswith(".toml") and name not in builtin_names() and (
+        name in GENERATED_SUITES or name in suite_names())
+
+
 def plan_from_args(args: Any) -> RunSetPlan:
     scenarios = list(args.scenario or [])
     if getattr(args, "keep", False):
         raise UsageError("--keep leaves one VM running: use it with a single run, not a run set")
     if not scenarios and not args.suite:
         raise UsageError("name a scenario (e.g. `hil run boot`) or a suite (`hil run --suite gate`)")
+    if args.only and not args.suite:
+        raise UsageError("--only picks runs of a suite. Fix: add --suite NAME, or name the scenarios themselves")
     common = tuple(forwarded_args(args))
-    suite = load_suite(args.suite, args.smp) if args.suite else None
+    suite = suite_plan(args.suite, args.smp, args.only) if args.suite else None
     cells = list(suite.cells) if suite else []
     if suite and args.repeat > 1:  # --repeat N: every suite entry N times
         cells = [cell for cell in cells if cell.repeat == 1 for _ in range(args.repeat)]
@@ -191,7 +222,8 @@ def plan_from_args(args: Any) -> RunSetPlan:
     name = suite.name if suite else _name_of(cells)
     jobs = args.jobs or (suite.jobs if suite else os.cpu_count() or 1)
     retry = args.retry_infra if args.retry_infra is not None else (suite.retry_infra if suite else 0)
-    return RunSetPlan(name, tuple(numbered(cells)), jobs, retry, common)
+    common = (*suite.common_args, *common) if suite else common
+    return RunSetPlan(name, tuple(numbered(cells)), jobs, retry, common, suite.skipped if suite else ())
 
 
 def _name_of(cells: list[Cell]) -> str:
@@ -305,11 +337,9 @@ def _metric(metric: dict | None) -> str:
 
 
 def run_command(args: argparse.Namespace, terminal: Terminal) -> int:
-    from hil.tokio.cli import TOKIO_SCENARIO, run_tokio
-
     check_report_options(args)
-    if args.scenario == [TOKIO_SCENARIO]:  # a matrix of examples x smp, not a TOML scenario
-        return run_tokio(args, terminal)
+    if len(args.scenario) == 1 and not args.suite and is_suite_name(args.scenario[0]):
+        args.suite, args.scenario = args.scenario[0], []
     if runset_requested(args):
         return runset_command(args, terminal)
     if not args.scenario:

@@ -23,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shlex
-import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,19 +31,21 @@ from typing import Any
 
 import pytest
 
-from hil.boot import Booter, BootRequest
+from hil.boot import Booter, BootRequest, end_session
 from hil.devices.catalog import DeviceSpecError, device_from_table
-from hil.guest.profiles import GuestOptions
+from hil.guest.profiles import DEFAULT_GUEST, GuestOptions
+from hil.guest.ssh import GuestSsh
 from hil.judge import STOPS, Judge
 from hil.paths import new_run_dir, state_dir
+from hil.qemu.qmp import QmpSession
 from hil.reports.facts import last_console_lines
 from hil.reports.run_report import write_report
 from hil.results import RunResult, RunSetResult, Verdict
 from hil.runner import RunOptions, run_scenario
 from hil.scenario import builtin_dir, load_scenario
-from hil.session import PlannedDevice
+from hil.session import GuestSession, PlannedDevice
+from hil.triage.watchdog import WatchedConsole
 
-SSH_CONNECT_SECONDS = 30.0
 TOML_SCENARIO_KEYS = {"steps", "guest", "devices"}
 MARKERS = {
     "hil_guest(name)": "the test needs this guest profile (skipped when --hil-guest names another)",
@@ -110,7 +110,7 @@ def needs_of(item: pytest.Item) -> Needs:
     config = item.config
     wanted = config.getoption("hil_guest")
     marker = item.get_closest_marker("hil_guest")
-    guest = marker.args[0] if marker else wanted or "reference"
+    guest = marker.args[0] if marker else wanted or DEFAULT_GUEST
     if wanted and marker and guest != wanted:
         pytest.skip(f"needs guest {guest!r}, this run is for {wanted!r}")
     machine = item.get_closest_marker("hil_machine")
@@ -147,13 +147,13 @@ class SessionPool:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.session: Any = None
+        self.session: GuestSession | None = None
         self.needs: Needs | None = None
         self.ssh: GuestSsh | None = None
         self.failed: dict[Needs, str] = {}
         self.booter = Booter()  # one accelerator decision per worker
 
-    def acquire(self, needs: Needs, label: str, fresh: bool) -> Any:
+    def acquire(self, needs: Needs, label: str, fresh: bool) -> GuestSession:
         if needs in self.failed:
             pytest.fail(
                 f"the guest for these needs did not boot earlier in this worker: {self.failed[needs]}", pytrace=False
@@ -176,7 +176,7 @@ class SessionPool:
 
     def ssh_client(self) -> GuestSsh:
         if self.ssh is None:
-            self.ssh = GuestSsh.connect(self.session)
+            self.ssh = self.session.ssh()
         return self.ssh
 
     def _healthy(self) -> bool:
@@ -189,7 +189,7 @@ class SessionPool:
             return False
         return True
 
-    def _boot(self, needs: Needs, label: str) -> Any:
+    def _boot(self, needs: Needs, label: str) -> GuestSession:
         """Boot through hil's one boot path; a guest that does not come up is judged like a run (verdict,
         reason, triage, report.json in its folder) and fails the test with that verdict."""
         run_dir = new_run_dir(_safe(label), parent=artifacts_dir(self.config))
@@ -202,13 +202,11 @@ class SessionPool:
         )
         judge = Judge(RunResult(label, needs.guest, run_dir))
         try:
-            judge.session = self.booter.prepare(request, run_dir)
-            judge.session.start()
-            return judge.session
+            return self.booter.boot(request, judge)
         except BaseException as err:
-            judge.ended_by(err)
+            judge.ended_by(err)  # a no-op for what the boot judged already
             if judge.session is not None:
-                judge.session.close()
+                end_session(judge.session, judge.result)
             write_report(judge.result)
             if isinstance(err, STOPS):
                 raise
@@ -236,7 +234,7 @@ def hil_pool(request: pytest.FixtureRequest) -> Iterator[SessionPool]:
 
 
 @pytest.fixture
-def hil_session(request: pytest.FixtureRequest, hil_pool: SessionPool) -> Iterator[Any]:
+def hil_session(request: pytest.FixtureRequest, hil_pool: SessionPool) -> Iterator[GuestSession]:
     """A guest booted to a shell for this test's needs (see the module docstring)."""
     needs = needs_of(request.node)
     fresh = needs.snapshot or request.node.get_closest_marker("hil_fresh") is not None
@@ -248,143 +246,23 @@ def hil_session(request: pytest.FixtureRequest, hil_pool: SessionPool) -> Iterat
 
 
 @pytest.fixture
-def hil_console(hil_session: Any) -> Any:
+def hil_console(hil_session: GuestSession) -> WatchedConsole:
     """The guest's serial console: `run(cmd)` -> CommandResult, `expect([...], timeout)`, `send(text)`."""
     return hil_session.console
 
 
 @pytest.fixture
-def hil_qmp(hil_session: Any) -> Any:
+def hil_qmp(hil_session: GuestSession) -> QmpSession:
     """The QMP session of the guest's QEMU: `execute(command, arguments)`, `events()`, `wait_event(...)`."""
     return hil_session.machine.qmp
 
 
 @pytest.fixture
-def hil_ssh(hil_session: Any, hil_pool: SessionPool) -> GuestSsh:
+def hil_ssh(hil_session: GuestSession, hil_pool: SessionPool) -> GuestSsh:
     """SSH into the guest (skips when its profile has no SSH server)."""
     if hil_session.profile.ssh_access(hil_session.options) is None:
         pytest.skip(f"guest {hil_session.profile.name} has no SSH server")
     return hil_pool.ssh_client()
-
-
-# --- SSH ----------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SshResult:
-    status: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 0
-
-
-class GuestSsh:
-    """Commands and files over SSH. Files go by SFTP when the guest has an sftp-server, else through
-    `cat` on an exec channel (the reference guest's dropbear has none)."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self._sftp: Any = None
-        self.uses_sftp = self._open_sftp()
-
-    @classmethod
-    def connect(cls, session: Any, timeout: float = SSH_CONNECT_SECONDS) -> GuestSsh:
-        import paramiko
-
-        access = session.profile.ssh_access(session.options)
-        deadline = time.monotonic() + timeout * session.factor
-        while True:
-            client = paramiko.SSHClient()
-            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # a new guest key every boot
-            try:
-                client.connect(
-                    "127.0.0.1",
-                    port=session.ssh_port,
-                    username=access.user,
-                    key_filename=str(access.key_file),
-                    look_for_keys=False,
-                    allow_agent=False,
-                    timeout=10,
-                    banner_timeout=10,
-                    auth_timeout=10,
-                )
-                return cls(client)
-            except (OSError, paramiko.SSHException):
-                client.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-
-    def run(self, command: str, timeout: float = 60.0, stdin: bytes | None = None) -> SshResult:
-        channel = self.client.get_transport().open_session(timeout=timeout)
-        channel.settimeout(timeout)
-        channel.exec_command(command)
-        if stdin is not None:
-            channel.sendall(stdin)
-        channel.shutdown_write()
-        stdout, stderr = _drain(channel)
-        return SshResult(channel.recv_exit_status(), stdout.decode(errors="replace"), stderr.decode(errors="replace"))
-
-    def put(self, data: bytes | Path, remote: str, mode: int = 0o644) -> None:
-        payload = data.read_bytes() if isinstance(data, Path) else data
-        if self._sftp is not None:
-            with self._sftp.open(remote, "wb") as handle:
-                handle.write(payload)
-            self._sftp.chmod(remote, mode)
-            return
-        quoted = shlex.quote(remote)
-        done = self.run(f"cat > {quoted} && chmod {mode:o} {quoted}", stdin=payload)
-        if not done.ok:
-            raise OSError(f"writing {remote} in the guest failed ({done.status}): {done.stderr.strip()}")
-
-    def get(self, remote: str) -> bytes:
-        if self._sftp is not None:
-            with self._sftp.open(remote, "rb") as handle:
-                return handle.read()
-        channel = self.client.get_transport().open_session()
-        channel.exec_command(f"cat {shlex.quote(remote)}")
-        channel.shutdown_write()
-        stdout, stderr = _drain(channel)
-        status = channel.recv_exit_status()
-        if status != 0:
-            raise OSError(f"reading {remote} in the guest failed ({status}): {stderr.decode(errors='replace').strip()}")
-        return stdout
-
-    def close(self) -> None:
-        if self._sftp is not None:
-            with contextlib.suppress(Exception):
-                self._sftp.close()
-        self.client.close()
-
-    def _open_sftp(self) -> bool:
-        import paramiko
-
-        try:
-            self._sftp = self.client.open_sftp()
-        except (paramiko.SSHException, EOFError, OSError):
-            self._sftp = None
-        return self._sftp is not None
-
-
-def _drain(channel: Any) -> tuple[bytes, bytes]:
-    """Read stdout and stderr to the end together, so neither pipe fills and blocks the other."""
-    stdout, stderr = bytearray(), bytearray()
-    while True:
-        progressed = False
-        if channel.recv_ready():
-            stdout += channel.recv(65536)
-            progressed = True
-        if channel.recv_stderr_ready():
-            stderr += channel.recv_stderr(65536)
-            progressed = True
-        pending = channel.recv_ready() or channel.recv_stderr_ready()
-        if channel.exit_status_ready() and not pending and (channel.eof_received or channel.closed):
-            return bytes(stdout), bytes(stderr)
-        if not progressed:
-            time.sleep(0.005)
 
 
 # --- TOML scenarios as test items ---------------------------------------------------------------------------

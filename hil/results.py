@@ -230,6 +230,7 @@ class RunSetResult:
     jobs: int = 1
     retry_infra: int = 0
     stopped: str | None = None  # what stopped the run set early ("terminated by SIGTERM"), if anything
+    skipped: dict[str, str] = field(default_factory=dict)  # what the set left out on purpose, and why
 
     @property
     def counts(self) -> dict[str, int]:
@@ -263,6 +264,7 @@ class RunSetResult:
             "exit_code": self.exit_code,
             "stopped": self.stopped,
             "counts": self.counts,
+            "skipped": self.skipped,
             "cells": [self._cell_json(cell) for cell in self.cells],
         }
 
@@ -316,7 +318,7 @@ class RunSetResult:
             for cell in data["cells"]
         ]
         return cls(data["name"], root, cells, data["started"], data["duration_s"], data["jobs"], data["retry_infra"],
-                   data.get("stopped"))  # fmt: skip
+                   data.get("stopped"), data.get("skipped", {}))  # fmt: skip
 
     @classmethod
     def from_run_dirs(cls, run_dirs: Iterable[Path], name: str = "hil", root: Path | None = None) -> RunSetResult:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from hil.boot import Booter, BootRequest
+from hil.boot import Booter, BootRequest, end_session
 from hil.errors import UsageError
 from hil.guest.profiles import GuestOptions, get_profile, profile_names
 from hil.guest.stages import StageMark
 from hil.judge import STOPS, InFlight, Judge
+from hil.lifetime import signals_deferred
 from hil.paths import new_run_dir, private_dir, writable_dir
-from hil.qemu.process import signals_deferred
 from hil.reports.run_report import write_report
 from hil.results import RunResult, StepResult, StepStatus
 from hil.scenario import Scenario, Step
@@ -124,26 +124,17 @@ def boot_request(scenario: Scenario, options: RunOptions) -> BootRequest:
 
 
 def _run(scenario: Scenario, options: RunOptions, judge: Judge, observer: RunObserver) -> None:
-    result = judge.result
-    session = Booter(observer.phase).prepare(boot_request(scenario, options), result.run_dir, observer.stage)
-    judge.session = session
-    result.accel = session.accel
-    result.details["ssh_port"] = session.ssh_port
+    booter = Booter(observer.phase)
     try:
-        observer.phase("booting")
-        result.timeline = session.start()
+        session = booter.boot(boot_request(scenario, options), judge, observer.stage)
         warm_symbol_cache(session, background=True)  # once per kernel: later hangs, even early ones, get symbols
         _run_steps(session, scenario, judge, observer)
     except BaseException as err:
-        judge.ended_by(err)  # now, while QEMU is still there to be examined
+        judge.ended_by(err)  # now, while QEMU is still there to be examined (a no-op for a judged boot)
         raise
     finally:
-        if session.snapshot_info:
-            result.details["snapshot"] = session.snapshot_info
-        with signals_deferred():
-            session.close()
-        if options.keep:
-            result.kept = _kept_info(session)
+        if judge.session is not None:
+            end_session(judge.session, judge.result)
 
 
 def _guest_options(scenario: Scenario, options: RunOptions) -> GuestOptions:
@@ -161,7 +152,7 @@ def _guest_options(scenario: Scenario, options: RunOptions) -> GuestOptions:
 def _own_options(scenario: Scenario, options: RunOptions) -> dict[str, object]:
     """The guest-specific options given (each profile takes the ones it knows)."""
     given = {"packages": options.packages, "kernel": options.kernel, "initfs": options.initfs,
-             "initfs_probe": scenario.initfs_probe}  # fmt: skip
+             "initfs_probe": scenario.initfs_probe, "extras": scenario.image_extras or None}  # fmt: skip
     return {name: value for name, value in given.items() if value is not None}
 
 
@@ -183,13 +174,3 @@ def _expand(step: Step, smp: int) -> Step:
     """Fill the placeholders a scenario may use in its strings ({smp})."""
     params = {k: v.replace("{smp}", str(smp)) if isinstance(v, str) else v for k, v in step.params.items()}
     return replace(step, params=params)
-
-
-def _kept_info(session: GuestSession) -> dict[str, Any]:
-    process = session.machine.process
-    return {
-        "pid": process.pid if process else None,
-        "qmp_socket": str(session.machine.paths.qmp_socket),
-        "serial_socket": str(session.machine.paths.serial_socket),
-        "ssh_port": session.ssh_port,
-    }

@@ -12,7 +12,6 @@ Suites are TOML files (`hil/suites/gate.toml`) listing scenarios with their smp 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import math
 import os
 import shutil
@@ -32,6 +31,7 @@ from typing import Any
 from hil.errors import UsageError
 from hil.guest.profiles import profile_names
 from hil.judge import describe_stop
+from hil.lifetime import dies_with_hil
 from hil.paths import new_run_dir, private_dir, state_dir
 from hil.results import (
     RUN_LOG_NAME,
@@ -51,8 +51,6 @@ SUITE_KEYS = {"name", "description", "jobs", "retry_infra", "runs"}
 RUN_KEYS = {"scenario", "smp", "repeat", "guest", "memory", "timeout_factor", "snapshot", "append"}
 # Child `hil run` processes print rich output into a pipe: a wide virtual terminal keeps lines unwrapped.
 CHILD_ENV = {"COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
-PR_SET_PDEATHSIG = 1
-_prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved at import: a child between fork and exec loads nothing
 
 
 # --- what to run --------------------------------------------------------------------------------------------
@@ -65,6 +63,7 @@ class RunSetPlan:
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     retry_infra: int = 0
     common_args: tuple[str, ...] = ()  # `hil run` options every cell gets (--guest, --accel, ...)
+    skipped: tuple[tuple[str, str], ...] = ()  # (name, why) of what the set leaves out, for its reports
 
 
 def expand_cells(
@@ -262,6 +261,7 @@ class RunSetRunner:
                 self.plan.jobs,
                 self.plan.retry_infra,
                 self.stopped,
+                dict(self.plan.skipped),
             )
             if self.stopped:
                 for cell in results:
@@ -319,7 +319,6 @@ class RunSetRunner:
         """Run one `hil run`, teeing its output into the log and the live activity; returns status and tail."""
         tail: deque[str] = deque(maxlen=8)
         env = {**os.environ, **CHILD_ENV}
-        parent = os.getpid()
         with open(log_path, "w", encoding="utf-8") as log:
             log.write(f"$ {' '.join(argv)}\n")
             child = subprocess.Popen(
@@ -330,7 +329,8 @@ class RunSetRunner:
                 text=True,
                 errors="replace",
                 env=env,
-                preexec_fn=lambda: _die_with_parent(parent),
+                # SIGTERM, not SIGKILL: the child stops its QEMU in order and writes its report.
+                preexec_fn=dies_with_hil(signal.SIGTERM),
             )
             with self._lock:
                 self._children.add(child)
@@ -346,13 +346,6 @@ class RunSetRunner:
             finally:
                 with self._lock:
                     self._children.discard(child)
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """In the child before exec: SIGTERM when the run set dies, so hil stops its QEMU in order."""
-    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent_pid:
-        os._exit(1)
 
 
 def new_runset_dir(name: str) -> Path:

@@ -19,7 +19,8 @@ from hil.devices.base import Device
 from hil.devices.catalog import DeviceSpecError, device_from_table
 from hil.devices.net import E1000
 from hil.errors import UsageError
-from hil.guest.profiles import profile_names
+from hil.guest.profiles import DEFAULT_GUEST, profile_names
+from hil.tokio.drivers import DriverSpecError, driver_named
 
 NUMBER = (int, float)
 MAX_TIMEOUT = 24 * 3600.0
@@ -60,6 +61,10 @@ STEP_KINDS: dict[str, dict[str, Param]] = {
         "expect_cases": Param(list, help="case names that must pass (default: every case)", check="names"),
         "allow_fail": Param(list, [], help="case names allowed to fail", check="names"),
     },
+    "driver": {
+        "driver": Param(str, required=True, help="a host-side driver of a guest program (tokio's examples)"),
+        "settings": Param(dict, {}, help="the driver's settings that differ from its defaults"),
+    },
     "host": {
         "host": Param(str, required=True, help='"send" (host -> guest port) or "receive" (guest -> host)'),
         "proto": Param(str, "tcp", help='"tcp" or "udp"'),
@@ -96,12 +101,13 @@ class Scenario:
     name: str
     description: str
     source: Path
-    guest: str = "reference"
+    guest: str = DEFAULT_GUEST
     smp: int | None = None
     memory_mb: int | None = None
     append: str = ""
     snapshot: bool = False
     initfs_probe: str | None = None
+    image_extras: tuple[str, ...] = ()  # the reference guest's image with these extras (tokio's examples)
     timeout_factor: float | None = None
     tags: tuple[str, ...] = ()
     devices: tuple[DeviceEntry, ...] = ()
@@ -148,13 +154,13 @@ def parse_scenario(path: Path) -> Scenario:
         raise UsageError(f"{path}: the file is empty. Fix: write a scenario (see `hil list` and hil/scenarios/)")
     _only_keys(path, "", data, {"name", "description", "guest", "tags", "machine", "budgets", "devices", "steps"})
     machine = _table(path, data, "machine")
-    _only_keys(path, "machine.", machine, {"smp", "memory", "append", "snapshot", "initfs_probe"})
+    _only_keys(path, "machine.", machine, {"smp", "memory", "append", "snapshot", "initfs_probe", "image_extras"})
     budgets = _table(path, data, "budgets")
     _only_keys(path, "budgets.", budgets, {"timeout_factor"})
     devices = _parse_devices(path, _array(path, data, "devices"))
     steps = tuple(_parse_step(path, i, raw) for i, raw in enumerate(_array(path, data, "steps")))
     _check_references(path, devices, steps)
-    guest = _typed(path, data, "guest", str, "reference")
+    guest = _typed(path, data, "guest", str, DEFAULT_GUEST)
     if guest not in profile_names():
         known = ", ".join(profile_names())
         raise ScenarioError(path, "guest", f"is {guest!r}, not a known guest", f"use one of {known}")
@@ -176,6 +182,8 @@ def parse_scenario(path: Path) -> Scenario:
         append=_typed(path, machine, "append", str, "", prefix="machine."),
         snapshot=_flag(path, machine, "snapshot", prefix="machine."),
         initfs_probe=_typed(path, machine, "initfs_probe", str, None, prefix="machine."),
+        image_extras=tuple(_names(path, "machine.image_extras", _typed(path, machine, "image_extras", list, [],
+                                                                       prefix="machine."))),
         timeout_factor=factor,
         tags=tuple(_names(path, "tags", _typed(path, data, "tags", list, []))),
         devices=devices,
@@ -274,6 +282,11 @@ def _names(path: Path, key: str, values: list[Any]) -> list[str]:
 
 
 def _check_choices(path: Path, where: str, kind: str, params: dict[str, Any]) -> None:
+    if kind == "driver":
+        try:
+            driver_named(params["driver"], params["settings"])
+        except DriverSpecError as err:
+            raise ScenarioError(path, f"{where}.{err.key}", err.problem, err.fix) from None
     if kind == "probe" and params["probe"] not in PROBES:
         raise ScenarioError(path, f"{where}.probe", f"is {params['probe']!r}", f"use one of {', '.join(PROBES)}")
     if kind != "host":

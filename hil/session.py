@@ -17,6 +17,7 @@ from hil.devices.net import E1000
 from hil.errors import UsageError
 from hil.guest.console import CommandResult, CommandTimeout, Console
 from hil.guest.profiles import GuestOptions, GuestProfile
+from hil.guest.ssh import SSH_CONNECT_SECONDS, GuestSsh
 from hil.guest.stages import StageMark, Timeline, walk_stages
 from hil.paths import private_dir
 from hil.qemu.accel import AccelChoice
@@ -177,6 +178,13 @@ class GuestSession:
 
     def run(self, command: str, timeout: float = 30.0) -> CommandResult:
         return self.console.run(command, timeout * self.factor)
+
+    def ssh(self, timeout: float = SSH_CONNECT_SECONDS) -> GuestSsh:
+        """An SSH connection into the guest; UsageError for a guest without an SSH server."""
+        access = self.profile.ssh_access(self.options)
+        if access is None:
+            raise UsageError(f"guest {self.profile.name} has no SSH server")
+        return GuestSsh.connect(self.ssh_port, access, timeout * self.factor)
 
     # --- devices ----------------------------------------------------------------------------------------
 

@@ -22,6 +22,8 @@ from hil.results import CaseStatus, StepResult, StepStatus
 from hil.scenario import Step
 from hil.session import GuestSession
 from hil.store import atomic_write
+from hil.tokio.drivers import DRIVER_DIR, DriverContext, driver_named
+from hil.tokio.guest import DriverFailure, DriverLog, GuestHang, GuestJobs
 
 OUTPUT_KEPT = 8000  # characters of a step's output kept in report.json (the tail)
 STEP_OUTPUT_DIR = "steps"
@@ -212,6 +214,43 @@ class _Missing:
     reason: str = "expected case did not pass or was not reported"
 
 
+def _driver(session: GuestSession, step: Step) -> StepResult:
+    """A host-side driver against a guest program (tokio's examples): its own folder with driver.log.
+
+    The driver's verdict on the example is the step's: it worked (pass), it did the wrong thing or the host
+    could not reach it (fail), a guest program was still running or silent when its time was up (hang). The
+    guest's shell not answering, or QEMU exiting, go up as for any step.
+    """
+    driver = driver_named(step["driver"], step["settings"])
+    folder = private_dir(session.run_dir / DRIVER_DIR / driver.name)
+    log = DriverLog(folder / "driver.log")
+    jobs = GuestJobs(session, log, session.factor)
+    status, reason = StepStatus.INTERRUPTED, "the driver did not finish"
+    try:
+        reason = driver.run(DriverContext(session, jobs, log, session.factor))
+        status = StepStatus.PASS
+    except GuestHang as err:
+        status, reason = StepStatus.HANG, str(err)
+    except DriverFailure as err:
+        status, reason = StepStatus.FAIL, str(err)
+    except OSError as err:  # the host's sockets: a reset or refused connection is the guest's answer
+        status, reason = StepStatus.FAIL, f"host-side network error: {type(err).__name__}: {err} (nothing listening?)"
+    finally:
+        _stop_programs(jobs, log)
+        log.note(f"result: {status}: {reason}")
+        log.close()
+    details = {"driver_log": str((folder / "driver.log").relative_to(session.run_dir)), "example": driver.example}
+    return StepResult(step.name, step.kind, status, reason=reason, details=details)
+
+
+def _stop_programs(jobs: GuestJobs, log: DriverLog) -> None:
+    """Stop what the driver left running (a failed stop is logged: the step's own outcome stands)."""
+    try:
+        jobs.stop_all()
+    except (CommandTimeout, ConsoleClosed) as err:
+        log.note(f"cleanup failed: {err}")
+
+
 def _host(session: GuestSession, step: Step) -> StepResult:
     network = session.network
     assert isinstance(network, E1000)
@@ -307,5 +346,6 @@ STEP_RUNNERS: dict[str, Callable[[GuestSession, Step], StepResult]] = {
     "check_device": _check_device,
     "probe": _probe,
     "console_probe": _console_probe,
+    "driver": _driver,
     "host": _host,
 }

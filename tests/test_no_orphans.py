@@ -26,7 +26,7 @@ HOLDER = textwrap.dedent(
     from pathlib import Path
     from hil.qemu.machine import Machine
     from hil.qemu.spec import MachineSpec
-    from hil.qemu.process import install_signal_handlers
+    from hil.lifetime import install_signal_handlers
     install_signal_handlers()  # as the hil command does
     machine = Machine(MachineSpec(accel="tcg", memory_mb=64), Path(sys.argv[1]))
     with machine:

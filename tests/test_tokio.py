@@ -19,7 +19,7 @@ from rich.console import Console
 from hil.errors import InfraError, UsageError
 from hil.image import reference
 from hil.netio import read_exactly
-from hil.tokio import build, drivers, matrix, source
+from hil.tokio import build, drivers, matrix, source, suite
 from hil.tokio.examples import (
     CRATES,
     EXAMPLES,
@@ -264,10 +264,10 @@ def test_the_table_and_json_show_every_cell(tmp_path: Path) -> None:
 
 
 def test_examples_are_chosen_by_driver_or_example_name() -> None:
-    chosen, skipped = matrix._choose(["connect", "echo", "dump"], None)
+    chosen, skipped = suite.choose(["connect", "echo", "dump"], None)
     assert [driver.name for driver in chosen] == ["connect-tcp", "connect-udp", "echo"]
     assert "task-dump" in skipped["dump"]
-    every, unix_only = matrix._choose(None, None)
+    every, unix_only = suite.choose(None, None)
     assert len(every) == len(drivers.DRIVERS) and set(unix_only) == {e.name for e in EXAMPLES if not e.applies}
     with pytest.raises(UsageError, match="unknown tokio example 'nope'"):
-        matrix._choose(["nope"], None)
+        suite.choose(["nope"], None)

@@ -59,7 +59,7 @@ def test_every_example_passes_at_every_smp(tmp_path: Path, tokio_image) -> None:
         if cell["status"] == "pass":
             assert "result: pass" in (tmp_path / cell["artifacts"] / "driver.log").read_text()
     for smp in (1, 2, 4):
-        argv = (tmp_path / f"smp-{smp}" / "vm" / "argv.txt").read_text()
+        argv = (tmp_path / "runs" / f"echo-smp{smp}-r1" / "try1" / "argv.txt").read_text()
         assert f"-smp {smp}" in argv
         assert "hostfwd=tcp:127.0.0.1:" in argv and "hostfwd=udp:127.0.0.1:" in argv
     assert not _processes_mentioning(str(tmp_path)), "a QEMU outlived the matrix"

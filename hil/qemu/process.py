@@ -1,8 +1,8 @@
 """Starting and stopping the QEMU process so that no QEMU outlives hil.
 
 Three layers make sure of it:
-- the child asks the kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG), which covers a SIGKILL
-  of hil itself, where no Python code runs;
+- the child asks the kernel for SIGKILL when its parent dies (hil.lifetime.dies_with_hil), which covers a
+  SIGKILL of hil itself, where no Python code runs;
 - QEMU runs in its own process group, so Ctrl-C in the terminal reaches hil (which stops QEMU in order)
   and a stop can kill QEMU and anything it spawned together;
 - every live process is registered, and an atexit hook plus a SIGTERM/SIGHUP handler stop them all.
@@ -15,28 +15,15 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from hil.errors import QemuLaunchError
-from hil.results import Terminated
-
-PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-_prctl = _libc.prctl
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Runs in the child between fork and exec: no allocation-heavy work here."""
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
+from hil.lifetime import dies_with_hil
 
 
 class QemuProcess:
@@ -55,8 +42,7 @@ class QemuProcess:
         return self._popen.pid
 
     def start(self) -> None:
-        parent = os.getpid()
-        preexec = (lambda: _die_with_parent(parent)) if self.tied_to_hil else None
+        preexec = dies_with_hil(signal.SIGKILL) if self.tied_to_hil else None
         try:
             with open(self.stderr_path, "wb") as stderr:
                 self._popen = subprocess.Popen(
@@ -151,42 +137,3 @@ class _LiveProcesses:
 
 _live = _LiveProcesses()
 atexit.register(_live.kill_all)
-
-
-def install_signal_handlers() -> None:
-    """Turn SIGTERM and SIGHUP into Terminated (a SystemExit) so `finally` blocks and context managers run,
-    and the runner can record what stopped the run.
-
-    Only the first signal raises: the unwinding it starts (writing the report, stopping QEMU in order)
-    must not be cut short by the next one a CI runner or a supervisor sends. Only the CLI calls this (a
-    library must not take over a host program's signals).
-    """
-    stopping: list[int] = []
-
-    def _terminate(signum: int, _frame: object) -> None:
-        if stopping:
-            return
-        stopping.append(signum)
-        raise Terminated(signum)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _terminate)
-    # A parent that ignores SIGINT (CI runners, xdist workers) passes that on; Ctrl-C must still stop runs.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP, signal.SIGINT})
-
-
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold stop signals back while a step must not be torn in half (writing a report, stopping QEMU);
-    one that arrived meanwhile is delivered when the block ends."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

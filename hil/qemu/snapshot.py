@@ -28,7 +28,7 @@ from pathlib import Path
 from hil import __version__
 from hil.errors import InfraError
 from hil.paths import cache_dir, cache_lock, private_dir
-from hil.qemu.qmp import QmpSession
+from hil.qemu.qmp import QmpCommandError, QmpSession
 from hil.qemu.spec import MachineSpec, RunPaths
 
 FORMAT_VERSION = 1
@@ -141,8 +141,6 @@ def save_snapshot(qmp: QmpSession, key: str, disk_overlay: Path | None, meta: di
 
 
 def _migrate_to(qmp: QmpSession, path: Path) -> None:
-    from hil.qemu.qmp import QmpCommandError
-
     try:
         qmp.execute("migrate", {"uri": f"exec:cat > {path}"})
     except QmpCommandError as err:

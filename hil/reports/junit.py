@@ -58,8 +58,21 @@ def build_junit(result: RunSetResult, link_base: Path) -> JUnitXml:
             cases += [_probe_case(cell, case) for case in probe_cases(cell.report)]
         suite.add_testcases(cases)
         xml.add_testsuite(suite)
+    if result.skipped:
+        xml.add_testsuite(_skipped_suite(result, host))
     xml.update_statistics()
     return xml
+
+
+def _skipped_suite(result: RunSetResult, host: str) -> TestSuite:
+    """What the run set left out on purpose (an example that cannot run here), as skipped test cases."""
+    suite = TestSuite(f"{result.name} (not run)")
+    suite.hostname, suite.timestamp = host, _timestamp(result.started)
+    for name, why in result.skipped.items():
+        case = TestCase(name, f"hil.{result.name}", 0.0)
+        case.result = [Skipped(_xml_safe(why[:1000]))]
+        suite.add_testcase(case)
+    return suite
 
 
 def _run_case(result: CellResult, link_base: Path) -> TestCase:

@@ -50,4 +50,6 @@ def verdict_line(result: RunSetResult) -> str:
 
 def print_summary(terminal: Terminal, result: RunSetResult) -> None:
     terminal.print(summary_table(result))
+    for name, why in result.skipped.items():
+        terminal.print(f"  [dim]not run: {escape(name)}: {escape(first_line(why))}[/]", soft_wrap=True)
     terminal.print(verdict_line(result), soft_wrap=True)

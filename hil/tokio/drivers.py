@@ -16,7 +16,7 @@ import shlex
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from hil.devices.net import GUEST_ADDRESS, GUEST_HOST_ADDRESS
 from hil.guest.console import CommandResult
@@ -27,6 +27,7 @@ from hil.tokio.guest import DriverFailure, DriverLog, GuestJobs
 from hil.tokio.host import HostServer, tcp_connect, udp_exchange
 
 LISTENING = "Listening on: "
+DRIVER_DIR = "drivers"  # in a run folder: one folder per driver step, with its driver.log
 
 
 @dataclass
@@ -507,6 +508,58 @@ DRIVERS: tuple[Driver, ...] = (
 )
 
 DRIVERS_BY_NAME: dict[str, Driver] = {driver.name: driver for driver in DRIVERS}
+FIXED_FIELDS = ("name", "example")  # what makes a driver the one it is; the other fields are its settings
+
+
+class DriverSpecError(ValueError):
+    """A `driver` step names no driver or a setting it lacks: `key`, the problem and the fix."""
+
+    def __init__(self, key: str, problem: str, fix: str) -> None:
+        self.key, self.problem, self.fix = key, problem, fix
+        super().__init__(f"key '{key}': {problem}. Fix: {fix}")
+
+
+def driver_named(name: str, settings: dict[str, object] | None = None) -> Driver:
+    """The built-in driver `name` with `settings` changed (a scenario's `driver` step); DriverSpecError
+    for an unknown name, an unknown setting or a setting of the wrong type."""
+    if name not in DRIVERS_BY_NAME:
+        raise DriverSpecError("driver", f"is {name!r}, not a known driver", f"use one of {', '.join(DRIVERS_BY_NAME)}")
+    driver = DRIVERS_BY_NAME[name]
+    settable = {field.name: getattr(driver, field.name) for field in fields(driver) if field.name not in FIXED_FIELDS}
+    for key, value in (settings or {}).items():
+        if key not in settable:
+            raise DriverSpecError(f"settings.{key}", f"is not a setting of driver {name}",
+                                  f"use {', '.join(settable) or 'none'}")  # fmt: skip
+        if not _fits(value, settable[key]):
+            raise DriverSpecError(f"settings.{key}", f"is {value!r}", f"give a value like {_plain(settable[key])!r}")
+    converted = {key: _as_field(value, settable[key]) for key, value in (settings or {}).items()}
+    return replace(driver, **converted)
+
+
+def settings_of(driver: Driver) -> dict[str, object]:
+    """What `driver` changes from the built-in driver of its name (to write it into a scenario)."""
+    default = DRIVERS_BY_NAME[driver.name]
+    changed = {f.name: getattr(driver, f.name) for f in fields(driver) if f.name not in FIXED_FIELDS}
+    return {key: _plain(value) for key, value in changed.items() if value != getattr(default, key)}
+
+
+def _fits(value: object, default: object) -> bool:
+    if isinstance(value, bool) or isinstance(default, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, int | float) or default is None:
+        return isinstance(value, int | float)
+    return isinstance(value, list) if isinstance(default, tuple) else isinstance(value, type(default))
+
+
+def _as_field(value: object, default: object) -> object:
+    """TOML gives lists where drivers keep tuples (ports: [["tcp", 7101]])."""
+    if isinstance(value, list):
+        return tuple(tuple(item) if isinstance(item, list) else item for item in value)
+    return value
+
+
+def _plain(value: object) -> object:
+    return [list(item) if isinstance(item, tuple) else item for item in value] if isinstance(value, tuple) else value
 
 
 def forwards(drivers: tuple[Driver, ...] | list[Driver]) -> tuple[tuple[str, int], ...]:

@@ -96,6 +96,12 @@ class ReferenceProfile(GuestProfile):
         super().check_options(options)
         if options.image is not None:
             self._given_image(options.image)
+        for extra in self._extras(options):
+            reference_image.load_extra(extra)  # a UsageError naming the known extras
+
+    def _extras(self, options: GuestOptions) -> tuple[str, ...]:
+        """Extras baked into the image (own option `extras`, from a scenario's [machine] image_extras)."""
+        return tuple(options.own.get("extras") or ())
 
     def machine_spec(self, options: GuestOptions) -> MachineSpec:
         image = self._image(options)
@@ -142,6 +148,9 @@ class ReferenceProfile(GuestProfile):
     def _image(self, options: GuestOptions, required: bool = True) -> reference_image.ReferenceImage | None:
         if options.image is not None:
             return self._given_image(options.image)
+        extras = self._extras(options)
+        if extras:  # built once per set of extras (tokio's examples take minutes the first time)
+            return reference_image.build_reference(extras=extras) if required else reference_image.load_reference()
         image = reference_image.load_reference()
         if image is None and required:
             image = reference_image.build_reference()  # first use on this machine: build it, with progress
