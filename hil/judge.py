@@ -22,7 +22,7 @@ from hil.guest.ansi import strip_ansi
 from hil.guest.console import CommandTimeout, ConsoleClosed
 from hil.guest.stages import CrashSeen, StageTimeout
 from hil.results import RunResult, StepResult, StepStatus, Terminated, Verdict
-from hil.session import DeviceNotSeen
+from hil.session import DeviceNotSeen, GuestSession
 from hil.triage.collect import collect_crash, explain_exit
 from hil.triage.crash import scrub
 from hil.triage.hang import HangPlace, TriageOptions, tail_text, triage_hang
@@ -47,7 +47,7 @@ class Judge:
     def __init__(self, result: RunResult, triage: TriageOptions | None = None) -> None:
         self.result = result
         self.triage = triage or TriageOptions()
-        self.session: Any = None
+        self.session: GuestSession | None = None
         self.in_flight: InFlight | None = None
         self.interrupted: InFlight | None = None  # the step an error cut short, once judged
         self._judged: BaseException | None = None
@@ -127,11 +127,11 @@ class Judge:
         stderr = process.stderr_text().strip() if process else ""
         result.details["qemu_exit"] = {"status": code, "stderr": stderr[-2000:]}
         gone = explain_exit(self.session, code) if self.session is not None else None
-        if gone is None or gone.verdict == "infra":
+        if gone is None or gone.verdict == Verdict.INFRA:
             said = f"; QEMU said: {stderr[-300:]}" if stderr else ""
             result.judged(Verdict.INFRA, f"{error}; QEMU exit status {code}{said}")
             return
-        result.judged(Verdict(gone.verdict), f"{gone.reason}; QEMU exited")
+        result.judged(gone.verdict, f"{gone.reason}; QEMU exited")
         if gone.crash:
             tail = strip_ansi(tail_text(self.session.machine.paths.serial_log, 20000)).splitlines()[-40:]
             result.details["crash"] = {**gone.crash.as_dict(), "last_lines": tail}

@@ -14,6 +14,8 @@ PANIC = "[    9.1] Kernel panic - not syncing: sysrq triggered crash\n[    9.1] 
 
 class Profile:
     crash_patterns = (r"Kernel panic - not syncing",)
+    crash_format = "linux"
+    debug_exit_verdicts = None
 
 
 def _session(tmp_path: Path, serial: str = "", events: tuple[tuple[str, dict], ...] = (), profile: object = None):
@@ -22,7 +24,7 @@ def _session(tmp_path: Path, serial: str = "", events: tuple[tuple[str, dict], .
     qmp = SimpleNamespace(events=[SimpleNamespace(name=name, data=data) for name, data in events])
     machine = SimpleNamespace(qmp=qmp, paths=SimpleNamespace(serial_log=log), is_running=lambda: False,
                               spec=SimpleNamespace(kernel=None))  # fmt: skip
-    console = SimpleNamespace(recent_lines=lambda count=40: [], drain=lambda seconds: None)
+    console = SimpleNamespace(recent_lines=lambda count=40: [], inner=SimpleNamespace(drain=lambda seconds: None))
     return SimpleNamespace(machine=machine, profile=profile or Profile(), console=console, run_dir=tmp_path)
 
 
@@ -54,7 +56,7 @@ def test_isa_debug_exit_statuses(tmp_path: Path, status: int, verdict: str) -> N
 
 
 def test_a_profile_can_name_its_own_debug_exit_verdicts(tmp_path: Path) -> None:
-    profile = SimpleNamespace(crash_patterns=(), debug_exit_verdicts={3: "pass"})
+    profile = SimpleNamespace(crash_patterns=(), debug_exit_verdicts={3: "pass"}, crash_format="linux")
     assert explain_exit(_session(tmp_path, profile=profile), 3).verdict == "pass"
 
 

@@ -40,8 +40,11 @@ class GuestSsh:
         self.uses_sftp = self._open_sftp()
 
     @classmethod
-    def connect(cls, port: int, access: SshAccess, timeout: float = SSH_CONNECT_SECONDS) -> GuestSsh:
-        """Log in on 127.0.0.1:`port` (a forward to the guest's sshd), retrying until it answers."""
+    def connect(
+        cls, port: int, access: SshAccess, timeout: float = SSH_CONNECT_SECONDS, attempt_timeout: float = 10.0
+    ) -> GuestSsh:
+        """Log in on 127.0.0.1:`port` (a forward to the guest's sshd), retrying until it answers or `timeout`
+        has passed; each attempt waits `attempt_timeout` for the connection, banner and login."""
         deadline = time.monotonic() + timeout
         while True:
             client = paramiko.SSHClient()
@@ -54,9 +57,9 @@ class GuestSsh:
                     key_filename=str(access.key_file),
                     look_for_keys=False,
                     allow_agent=False,
-                    timeout=10,
-                    banner_timeout=10,
-                    auth_timeout=10,
+                    timeout=attempt_timeout,
+                    banner_timeout=attempt_timeout,
+                    auth_timeout=attempt_timeout,
                 )
                 return cls(client)
             except (OSError, paramiko.SSHException):

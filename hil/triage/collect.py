@@ -19,22 +19,24 @@ from typing import Any
 
 from hil.errors import HilError
 from hil.guest.ansi import strip_ansi
-from hil.triage.crash import CrashReport, crash_format_of, scrub
+from hil.results import Verdict
+from hil.triage.crash import CrashReport, scrub
 from hil.triage.guest_symbols import resolve_symbols
 from hil.triage.hang import console_crash, drain_console, tail_text
 from hil.triage.parsers import parse_crash
+from hil.triage.target import TriageTarget
 
 CRASH_JSON = "crash-report.json"
 CRASH_TEXT = "crash-report.txt"
 # hil's convention for isa-debug-exit (redoxer's, and hil's initfs probe's): value 25 -> status 51 pass,
 # 26 -> 53 fail. A profile can name others with `debug_exit_verdicts`.
-DEBUG_EXIT_VERDICTS = {51: "pass", 53: "fail"}
+DEBUG_EXIT_VERDICTS = {51: Verdict.PASS, 53: Verdict.FAIL}
 QUIET_SECONDS = 1.0
 COLLECT_LIMIT = 6.0
 
 
 def collect_crash(
-    session: Any, *, quiet: float = QUIET_SECONDS, limit: float = COLLECT_LIMIT, strict: bool = False
+    session: TriageTarget, *, quiet: float = QUIET_SECONDS, limit: float = COLLECT_LIMIT, strict: bool = False
 ) -> CrashReport | None:
     """Read the rest of a crash dump from the console, parse it, write crash-report.json/.txt.
 
@@ -49,12 +51,12 @@ def collect_crash(
     return report
 
 
-def _any_crash(session: Any) -> CrashReport | None:
-    fmt = crash_format_of(session.profile)
+def _any_crash(session: TriageTarget) -> CrashReport | None:
+    fmt = session.profile.crash_format
     return parse_crash(tail_text(session.machine.paths.serial_log, 262144), [fmt] if fmt else None)
 
 
-def _read_until_quiet(session: Any, quiet: float, limit: float) -> None:
+def _read_until_quiet(session: TriageTarget, quiet: float, limit: float) -> None:
     log = Path(session.machine.paths.serial_log)
     deadline = time.monotonic() + limit
     size = _size(log)
@@ -73,7 +75,7 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _symbolize_rip(report: CrashReport, session: Any) -> None:
+def _symbolize_rip(report: CrashReport, session: TriageTarget) -> None:
     """A kernel-mode fault whose dump names no function: look its RIP up in the kernel's symbols."""
     rip = report.registers.get("RIP", "")
     if report.mode != "kernel" or not rip or not all(c in "0123456789abcdefABCDEF" for c in rip):
@@ -119,49 +121,49 @@ def render_crash(report: CrashReport) -> str:
 
 @dataclass(frozen=True)
 class GuestExit:
-    verdict: str  # crash | fail | pass | infra
+    verdict: Verdict
     reason: str
     signature: str | None
     crash: CrashReport | None = None
 
 
-def explain_exit(session: Any, exit_status: int | None) -> GuestExit:
+def explain_exit(session: TriageTarget, exit_status: int | None) -> GuestExit:
     """Why QEMU exited while hil still needed the guest."""
     events = _events(session)
     crash = collect_crash(session, quiet=0.2, limit=1.0, strict=True)
     if "GUEST_PANICKED" in events or crash is not None:
         why = "QEMU reported GUEST_PANICKED" if "GUEST_PANICKED" in events else "the guest crashed"
         reason = f"{why}: {crash.raw_title}" if crash else why
-        return GuestExit("crash", reason, crash.signature if crash else "crash:guest-panicked:unknown", crash)
+        return GuestExit(Verdict.CRASH, reason, crash.signature if crash else "crash:guest-panicked:unknown", crash)
     pattern = _crash_pattern_in_tail(session)
     if pattern:  # a crash the parsers do not know, seen by the profile's own pattern
-        return GuestExit("crash", f"the guest crashed (/{pattern}/)", f"crash:{scrub(pattern)}:unknown")
+        return GuestExit(Verdict.CRASH, f"the guest crashed (/{pattern}/)", f"crash:{scrub(pattern)}:unknown")
     shutdown = events.get("SHUTDOWN", {})
     if shutdown.get("guest") and shutdown.get("reason") == "guest-reset":
-        return GuestExit("crash", "the guest reset itself (a triple fault, or a reboot nobody asked for)",
+        return GuestExit(Verdict.CRASH, "the guest reset itself (a triple fault, or a reboot nobody asked for)",
                          "crash:guest-reset:unknown")  # fmt: skip
     if shutdown.get("guest") and shutdown.get("reason") == "guest-shutdown":
-        return GuestExit("fail", "the guest powered itself off", "fail:guest-poweroff")
+        return GuestExit(Verdict.FAIL, "the guest powered itself off", "fail:guest-poweroff")
     if exit_status is not None and exit_status > 1 and exit_status % 2 == 1 and not shutdown:
         return _debug_exit(session, exit_status)
-    return GuestExit("infra", f"QEMU exited (status {exit_status}) without the guest asking for it", None)
+    return GuestExit(Verdict.INFRA, f"QEMU exited (status {exit_status}) without the guest asking for it", None)
 
 
-def _crash_pattern_in_tail(session: Any) -> str | None:
+def _crash_pattern_in_tail(session: TriageTarget) -> str | None:
     tail = strip_ansi(tail_text(session.machine.paths.serial_log, 20000))
-    patterns = getattr(session.profile, "crash_patterns", ())
+    patterns = session.profile.crash_patterns
     return next((p for p in patterns if re.search(p, tail, re.MULTILINE)), None)
 
 
-def _debug_exit(session: Any, status: int) -> GuestExit:
+def _debug_exit(session: TriageTarget, status: int) -> GuestExit:
     """isa-debug-exit: QEMU exits with (value << 1) | 1; the profile may map statuses to verdicts."""
-    verdicts = getattr(session.profile, "debug_exit_verdicts", None) or DEBUG_EXIT_VERDICTS
-    verdict = dict(verdicts).get(status, "fail")
+    verdicts = session.profile.debug_exit_verdicts or DEBUG_EXIT_VERDICTS
+    verdict = Verdict.parse(dict(verdicts).get(status, Verdict.FAIL))
     reason = f"the guest exited through isa-debug-exit (QEMU status {status}, value {status >> 1:#x})"
-    return GuestExit(verdict, reason, None if verdict == "pass" else f"fail:debug-exit:{status}")
+    return GuestExit(verdict, reason, None if verdict == Verdict.PASS else f"fail:debug-exit:{status}")
 
 
-def _events(session: Any) -> dict[str, dict[str, Any]]:
+def _events(session: TriageTarget) -> dict[str, dict[str, Any]]:
     try:
         return {event.name: event.data for event in session.machine.qmp.events}
     except HilError:

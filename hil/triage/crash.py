@@ -41,10 +41,6 @@ class CrashReport:
         return {**asdict(self), "signature": self.signature}
 
 
-def crash_format_of(profile: object) -> str | None:
-    return getattr(profile, "crash_format", None)
-
-
 # --- helpers shared by the parsers ---------------------------------------------------------------------------
 
 _LONG_HEX = re.compile(r"\b(?:0x)?[0-9a-fA-F]{8,}\b")

@@ -12,9 +12,10 @@ import contextlib
 import logging
 import threading
 from pathlib import Path
-from typing import Any
 
+from hil.guest.ssh import GuestSsh
 from hil.triage.symbols import SymbolTable, cached_kallsyms, kallsyms_cache_path, store_kallsyms
+from hil.triage.target import TriageTarget
 
 SSH_TIMEOUT = 8.0
 # Text symbols only: half the size of the whole file, and all that symbolizing an instruction pointer needs.
@@ -23,7 +24,7 @@ KALLSYMS_COMMAND = "cat /proc/cmdline; echo ---hil-kallsyms---; grep ' [TtWw] ' 
 log = logging.getLogger(__name__)
 
 
-def resolve_symbols(session: Any, *, fetch: bool = True) -> SymbolTable | None:
+def resolve_symbols(session: TriageTarget, *, fetch: bool = True) -> SymbolTable | None:
     """The best symbol table for the session's kernel, or None (addresses then stay bare)."""
     table = _profile_elf(session)
     if table:
@@ -37,7 +38,7 @@ def resolve_symbols(session: Any, *, fetch: bool = True) -> SymbolTable | None:
     return cached_kallsyms(kernel) or (_fetch_kallsyms(session, Path(kernel)) if fetch else None)
 
 
-def warm_symbol_cache(session: Any, *, background: bool = False) -> bool:
+def warm_symbol_cache(session: TriageTarget, *, background: bool = False) -> bool:
     """After a good boot: fetch kallsyms once per kernel file, so a later hang has symbols.
 
     True if the cache holds them now (or, with `background`, if a fetch started: it then never delays the
@@ -55,17 +56,14 @@ def warm_symbol_cache(session: Any, *, background: bool = False) -> bool:
     return _fetch_kallsyms(session, Path(kernel)) is not None
 
 
-def _profile_elf(session: Any) -> SymbolTable | None:
-    provider = getattr(session.profile, "kernel_symbols", None)
-    if provider is None:
-        return None
+def _profile_elf(session: TriageTarget) -> SymbolTable | None:
     with contextlib.suppress(Exception):  # a profile that cannot find its ELF must not break triage
-        path = provider(session.options)
+        path = session.profile.kernel_symbols(session.options)
         return SymbolTable.from_elf(Path(path)) if path else None
     return None
 
 
-def _fetch_kallsyms(session: Any, kernel: Path) -> SymbolTable | None:
+def _fetch_kallsyms(session: TriageTarget, kernel: Path) -> SymbolTable | None:
     text = _ssh_output(session, KALLSYMS_COMMAND)
     if not text or "---hil-kallsyms---" not in text:
         return None
@@ -76,23 +74,19 @@ def _fetch_kallsyms(session: Any, kernel: Path) -> SymbolTable | None:
     return table if len(table) else None
 
 
-def _ssh_output(session: Any, command: str) -> str | None:
+def _ssh_output(session: TriageTarget, command: str) -> str | None:
     access = session.profile.ssh_access(session.options)
     if access is None:
         return None
-    import paramiko
-
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     try:
-        key = paramiko.Ed25519Key.from_private_key_file(str(access.key_file))
-        client.connect("127.0.0.1", port=session.ssh_port, username=access.user, pkey=key, timeout=SSH_TIMEOUT,
-                       banner_timeout=SSH_TIMEOUT, auth_timeout=SSH_TIMEOUT, allow_agent=False,
-                       look_for_keys=False)  # fmt: skip
-        _, stdout, _ = client.exec_command(command, timeout=SSH_TIMEOUT * 4)
-        return stdout.read().decode("utf-8", "replace")
+        ssh = GuestSsh.connect(session.ssh_port, access, SSH_TIMEOUT, attempt_timeout=SSH_TIMEOUT)
     except Exception as err:  # no network, no sshd yet, a hung guest: symbols are a bonus
         log.debug("no kallsyms over SSH: %s", err)
         return None
+    try:
+        return ssh.run(command, timeout=SSH_TIMEOUT * 4).stdout
+    except Exception as err:
+        log.debug("no kallsyms over SSH: %s", err)
+        return None
     finally:
-        client.close()
+        ssh.close()

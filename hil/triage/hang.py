@@ -17,17 +17,19 @@ from typing import Any
 
 from hil.errors import HilError
 from hil.guest.ansi import strip_ansi
+from hil.guest.profiles import GuestProfile
 from hil.triage.classify import DEFAULT_IDLE_SYMBOLS, Classification, CpuState, Sample, classify, locate
-from hil.triage.crash import CrashReport, crash_format_of
+from hil.triage.crash import CrashReport
 from hil.triage.guest_symbols import resolve_symbols
 from hil.triage.parsers import parse_crash
 from hil.triage.sampler import DEFAULT_INTERVAL, DEFAULT_SAMPLES, VcpuSnapshot, sample_vcpus
 from hil.triage.symbols import SymbolTable
+from hil.triage.target import TriageTarget
+from hil.triage.watchdog import WatchedConsole
 
 HANG_JSON = "hang-report.json"
 HANG_TEXT = "hang-report.txt"
 MEMORY_DUMP = "guest-memory.elf"
-_NEVER = re.compile(r"(?!)")
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ class HangReport:
 
 
 def triage_hang(
-    session: Any,
+    session: TriageTarget,
     place: HangPlace,
     *,
     stall: dict[str, Any] | None = None,
@@ -129,16 +131,16 @@ def triage_hang(
     return report
 
 
-def idle_symbols_of(profile: object) -> Sequence[str]:
-    return tuple(getattr(profile, "idle_symbols", ()) or DEFAULT_IDLE_SYMBOLS)
+def idle_symbols_of(profile: GuestProfile) -> Sequence[str]:
+    return tuple(profile.idle_symbols or DEFAULT_IDLE_SYMBOLS)
 
 
-def console_crash(session: Any, tail_bytes: int = 262144) -> CrashReport | None:
+def console_crash(session: TriageTarget, tail_bytes: int = 262144) -> CrashReport | None:
     """A crash the guest printed (per its profile's crash patterns), read from the serial log's tail."""
     text = strip_ansi(tail_text(session.machine.paths.serial_log, tail_bytes))
-    fmt = crash_format_of(session.profile)
+    fmt = session.profile.crash_format
     report = parse_crash(text, [fmt] if fmt else None)
-    patterns = getattr(session.profile, "crash_patterns", ())
+    patterns = session.profile.crash_patterns
     # A profile may match any line of the dump (Redox's patterns match its last line, UNHANDLED EXCEPTION).
     body = "\n".join(report.lines) if report else ""
     if report is None or (patterns and not any(re.search(p, body, re.MULTILINE) for p in patterns)):
@@ -146,24 +148,20 @@ def console_crash(session: Any, tail_bytes: int = 262144) -> CrashReport | None:
     return report
 
 
-def drain_console(console: Any, seconds: float) -> None:
+def drain_console(console: WatchedConsole, seconds: float) -> None:
     """Let the guest run `seconds` while reading what it prints, so its UART never backs up.
 
     Crash patterns are not watched here: triage reads any crash from the serial log afterwards."""
-    inner = getattr(console, "inner", console)
     started = time.monotonic()
     try:
-        if hasattr(inner, "drain"):
-            inner.drain(seconds)
-        else:
-            inner.expect([_NEVER], seconds)
+        console.inner.drain(seconds)
     except TimeoutError:
         pass
     except Exception:  # the console closed (QEMU gone: the next QMP call says so) or saw a crash line
         time.sleep(max(0.0, seconds - (time.monotonic() - started)))
 
 
-def _sample(session: Any, options: TriageOptions, problems: list[str]) -> list[VcpuSnapshot]:
+def _sample(session: TriageTarget, options: TriageOptions, problems: list[str]) -> list[VcpuSnapshot]:
     qmp = session.machine.qmp
     try:
         return sample_vcpus(qmp, samples=options.samples, interval=options.interval,
@@ -173,7 +171,7 @@ def _sample(session: Any, options: TriageOptions, problems: list[str]) -> list[V
         return []
 
 
-def _symbols(session: Any, options: TriageOptions, problems: list[str]) -> SymbolTable | None:
+def _symbols(session: TriageTarget, options: TriageOptions, problems: list[str]) -> SymbolTable | None:
     try:
         table = resolve_symbols(session, fetch=options.fetch_symbols)
     except Exception as err:  # symbols are a bonus; the samples stand without them
@@ -192,11 +190,11 @@ def _locate_all(snapshots: list[VcpuSnapshot], symbols: SymbolTable | None) -> d
     return per_cpu
 
 
-def _guest_panicked(session: Any) -> bool:
+def _guest_panicked(session: TriageTarget) -> bool:
     return any(event.name == "GUEST_PANICKED" for event in session.machine.qmp.events)
 
 
-def _dump_memory(session: Any, problems: list[str]) -> str | None:
+def _dump_memory(session: TriageTarget, problems: list[str]) -> str | None:
     path = Path(session.run_dir) / MEMORY_DUMP
     try:
         session.machine.qmp.execute("dump-guest-memory", {"paging": False, "protocol": f"file:{path}"}, timeout=600)

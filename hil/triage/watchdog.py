@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hil.guest.ansi import AnsiStripper
-from hil.guest.console import CommandResult, CommandTimeout
+from hil.guest.console import CommandResult, CommandTimeout, Console
 
 CAP_FACTOR = 4.0
 REPEAT_WINDOW = 8
@@ -34,11 +34,6 @@ SLICE_SECONDS = 0.5
 HEARTBEAT = re.compile(r"^# heartbeat (\S+) (\d+)\s*$")
 PROBE_RESULT = re.compile(r"^(?:not )?ok \d+ \S+")
 _PRINTK_TIME = re.compile(r"^\[\s*\d+\.\d+\]\s?")
-
-
-def progress_patterns_of(profile: object) -> tuple[str, ...]:
-    """The profile's progress patterns (`progress_patterns`), empty for a profile that names none."""
-    return tuple(getattr(profile, "progress_patterns", ()) or ())
 
 
 @dataclass(frozen=True)
@@ -138,7 +133,7 @@ class WatchedConsole:
 
     _OWN = frozenset({"_console", "watch", "cap_factor", "last_stall"})
 
-    def __init__(self, console: Any, watch: ProgressWatch, *, cap_factor: float = CAP_FACTOR) -> None:
+    def __init__(self, console: Console, watch: ProgressWatch, *, cap_factor: float = CAP_FACTOR) -> None:
         self._console = console
         self.watch = watch
         self.cap_factor = cap_factor
@@ -154,7 +149,7 @@ class WatchedConsole:
             setattr(self._console, name, value)
 
     @property
-    def inner(self) -> Any:
+    def inner(self) -> Console:
         return self._console
 
     def expect(self, patterns: list[Any], timeout: float) -> tuple[int, re.Match[str]]:

@@ -20,6 +20,7 @@ from hil.guest.shell import ShellDialect
 from hil.guest.stages import Stage
 from hil.qemu.accel import KvmProbe
 from hil.qemu.spec import MachineSpec
+from hil.results import Verdict
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class GuestProfile(ABC):
     # Which crash parser reads this guest's dumps: "linux" | "redox" (None: try all).
     crash_format: str | None = None
     # isa-debug-exit QEMU statuses -> verdicts (None: hil's 51 pass / 53 fail).
-    debug_exit_verdicts: ClassVar[dict[int, str] | None] = None
+    debug_exit_verdicts: ClassVar[dict[int, Verdict] | None] = None
     # What this guest shows for each kind of device it has drivers for (GuestProfile.device_check).
     device_checks: ClassVar[DeviceChecks] = {}
     # The least memory this guest boots in (below it: a hang before the first line, or QEMU refusing).

@@ -24,6 +24,7 @@ from hil.initfs_probe.build import build_initfs_probe
 from hil.paths import cache_dir
 from hil.qemu.accel import KvmProbe
 from hil.qemu.spec import MachineSpec
+from hil.results import Verdict
 
 PACKAGES_ENV = "HIL_REDOX_PKGS"
 KERNEL_IMAGE_MIB = 64
@@ -93,7 +94,7 @@ class RedoxKernelProfile(GuestProfile):
     crash_format = "redox"
     device_checks: ClassVar[DeviceChecks] = DEVICE_CHECKS
     idle_symbols = ("kernel::run_userspace", "kernel::kmain", "kernel::kmain_ap", "interrupt::halt", "enable_and_halt")
-    debug_exit_verdicts: ClassVar[dict[int, str] | None] = {51: "pass", 53: "fail"}
+    debug_exit_verdicts: ClassVar[dict[int, Verdict] | None] = {51: Verdict.PASS, 53: Verdict.FAIL}
 
     min_memory_mb = 32  # measured: kernel-smoke passes at 32 MiB
 
