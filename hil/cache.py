@@ -35,7 +35,7 @@ READ_ONLY = 0o444
 
 @dataclass(frozen=True)
 class CacheArea:
-    """A folder of entries by key: `name` below hil's cache folder, or an absolute path a caller chose.
+    """A folder of entries by key: a str `name` is a folder of hil's cache, a Path one a folder the caller chose.
 
     `lock_per_key` lets makers of different keys work at once (snapshots, images); otherwise one lock
     guards the whole area (its key is known only under the lock, as with the reference guest's).
@@ -48,7 +48,8 @@ class CacheArea:
 
     @property
     def root(self) -> Path:
-        return cache_dir() / self.name  # an absolute `name` stays itself
+        # Looked up when used, not when defined: HIL_CACHE_DIR may change (tests point it elsewhere).
+        return cache_dir() / self.name if isinstance(self.name, str) else self.name
 
     def path(self, key: str) -> Path:
         return self.root / _entry_name(key)
@@ -72,9 +73,17 @@ class CacheArea:
         else:
             lock_file = self._made() / AREA_LOCK
         with _exclusive(lock_file, console, self.waiting):
-            for leftover in self._leftovers(key):
-                shutil.rmtree(leftover, ignore_errors=True)
+            self.remove_leftovers(key)
             yield
+
+    def remove_leftovers(self, key: str = "") -> None:
+        """Delete what killed makers of `key` (of any key, with one lock per area) left in scratch folders.
+
+        Only safe under the lock that guards them: lock() does it; an area guarded by another area's lock
+        (its only maker works under that one) is swept by that lock's holder.
+        """
+        for leftover in self._leftovers(key):
+            shutil.rmtree(leftover, ignore_errors=True)
 
     @contextlib.contextmanager
     def scratch(self, key: str = "") -> Iterator[Path]:

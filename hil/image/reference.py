@@ -33,7 +33,6 @@ from hil.image.cpio import NewcWriter
 from hil.image.elfdeps import GuestFile, runtime_files
 from hil.image.kmodules import StagedModules, stage_modules
 from hil.image.static_c import StaticProgram
-from hil.paths import cache_dir
 from hil.store import atomic_write
 from hil.uring_probe.build import LINUX_PROBE
 
@@ -59,6 +58,7 @@ EXTRAS_DIR = "extras"
 WAITING = "Waiting for another hil process building the reference guest"
 IMAGES = CacheArea("reference", WAITING, private=True)  # private: it holds the SSH private key
 EXTRA_IMAGES = CacheArea(f"reference/{EXTRAS_DIR}", WAITING, private=True)
+DEBS = CacheArea("debs")  # downloaded only by builds of the reference guest, so under its lock
 
 # Optional additions to the reference image, by name -> "module:factory" returning an ImageExtra. They are
 # imported only when asked for: the default image, its cache key and its build never depend on them.
@@ -383,9 +383,10 @@ def _step(console: Console, title: str) -> Iterator[None]:
 
 def _fetch_all(versions: dict[str, str], console: Console) -> list[debs.DebPackage]:
     """The .debs from HIL_DEB_DIR or the cache, downloading the missing ones."""
-    cache = cache_dir() / "debs"
+    cache = DEBS.root
     missing = debs.missing_packages(versions, cache)
     if missing:
+        DEBS.remove_leftovers()  # of downloads killed halfway
         with _step(console, f"Downloading {len(missing)} Debian packages with apt-get"):
             debs.download(missing, cache)
     packages = debs.fetch_all(versions, cache)
