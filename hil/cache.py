@@ -6,7 +6,8 @@ and a build may be killed at any point. So every area follows one protocol:
 - an entry is made under a lock (fcntl, so a killed maker's lock dies with it), one per area or one per key;
   whoever waits says so on the console and then finds the entry made;
 - it is built in a scratch folder inside the area (`.build-<key>-*`), so publishing it is a rename on the
-  same filesystem (os.replace), atomic: an entry is absent or complete, never half there;
+  same filesystem (os.replace), atomic: an entry is absent or complete, never half there; one that every
+  run shares and none may write (a snapshot, a disk) is made read-only as it is published;
 - scratch folders left by killed makers are removed by the next holder of the lock, the only time it is
   certain that nobody is still writing them;
 - names starting with "." (locks, scratch) are never entries, so listing an area shows published ones only.
@@ -113,8 +114,9 @@ class CacheArea:
         os.replace(built, final)
         return final
 
-    def make(self, key: str, build: Callable[[Path], Path], *, console: Console | None = None,
-             read_only: bool = False) -> Path:  # fmt: skip
+    def make(
+        self, key: str, build: Callable[[Path], Path], *, console: Console | None = None, read_only: bool = False
+    ) -> Path:
         """The entry `key`: found, or made now by `build(scratch)`, which returns what to publish.
 
         Only one process builds; the others wait for the lock, then find what it published.
