@@ -1,14 +1,11 @@
 """Where hil keeps its cache, its run folders and its private sockets."""
 
 import contextlib
-import fcntl
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from hil.errors import UsageError
 
@@ -130,22 +127,3 @@ def _start_time(pid: int) -> str:
         return ""
     fields = stat.rsplit(")", 1)[-1].split()
     return fields[19] if len(fields) > 19 and fields[0] not in ("Z", "X") else ""
-
-
-@contextlib.contextmanager
-def cache_lock(lock_file: Path, console: Any = None, waiting: str = "") -> Iterator[None]:
-    """One maker at a time for a cached artifact (parallel test workers all ask for it at once).
-
-    Says `waiting` on `console` (a rich Console) while another process holds the lock.
-    """
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with lock_file.open("w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            with console.status(waiting) if console is not None and waiting else contextlib.nullcontext():
-                fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)

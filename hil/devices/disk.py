@@ -7,16 +7,16 @@ number, so a guest (or a probe) can verify any block it reads without a copy of 
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 from pathlib import Path
 
-from hil.paths import cache_dir
+from hil.cache import CacheArea
 from hil.qemu.machine import create_overlay
 
 BLOCK = 4096
 PATTERN_VERSION = 1
 HEADER = b"HIL-DISK"
+DISKS = CacheArea("disks", lock_per_key=True)  # workers wanting the same disk wait for one to write it
 
 
 def block_content(index: int, seed: int = 0) -> bytes:
@@ -29,16 +29,14 @@ def block_content(index: int, seed: int = 0) -> bytes:
 
 def known_disk(size_mib: int, seed: int = 0) -> Path:
     """A cached raw disk of `size_mib` MiB with known content, read-only once written."""
-    path = cache_dir() / "disks" / f"known-v{PATTERN_VERSION}-{size_mib}m-s{seed}.raw"
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as out:
+    name = f"known-v{PATTERN_VERSION}-{size_mib}m-s{seed}.raw"
+    return DISKS.make(name, lambda scratch: _write_known_disk(scratch / name, size_mib, seed), read_only=True)
+
+
+def _write_known_disk(path: Path, size_mib: int, seed: int) -> Path:
+    with open(path, "wb") as out:
         for index in range(size_mib * (1 << 20) // BLOCK):
             out.write(block_content(index, seed))
-    tmp.chmod(0o444)
-    tmp.replace(path)
     return path
 
 

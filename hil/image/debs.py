@@ -11,10 +11,10 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hil.cache import CacheArea
 from hil.errors import InfraError
 
 DEB_DIR_ENV = "HIL_DEB_DIR"
@@ -210,28 +210,30 @@ def find_local(name: str, version: str, cache: Path) -> Path | None:
 
 
 def download(versions: dict[str, str], cache: Path) -> dict[str, Path]:
-    """Download all in one apt-get call (each call costs ~0.5 s of list loading) into a scratch folder,
-    then move the files in, so a broken download is never cached."""
-    cache.mkdir(parents=True, exist_ok=True)
+    """Download all in one apt-get call (each call costs ~0.5 s of list loading) into a scratch folder of
+    the cache, then publish the files, so a broken download is never cached.
+
+    No lock of its own (the folder holds .debs only): the caller serializes downloads into `cache`.
+    """
+    area = CacheArea(cache)
     wanted = [f"{name}={version}" for name, version in sorted(versions.items())]
-    with tempfile.TemporaryDirectory(prefix=".download-", dir=cache) as scratch:
+    with area.scratch() as scratch:
         # apt warns "Download is performed unsandboxed" as root when _apt cannot write here: harmless.
         _run(
             ["apt-get", "download", "-q", *wanted],
-            cwd=Path(scratch),
+            cwd=scratch,
             fix=f"{UPDATE_HINT}, check that the Debian mirror is reachable, "
             f"or put the .deb files into a folder named by {DEB_DIR_ENV}",
         )
-        return {name: _move_download(Path(scratch), name, version, cache) for name, version in versions.items()}
+        downloaded = {name: _downloaded(scratch, name, version) for name, version in versions.items()}
+        return {name: area.publish(deb, deb.name) for name, deb in downloaded.items()}
 
 
-def _move_download(scratch: Path, name: str, version: str, cache: Path) -> Path:
+def _downloaded(scratch: Path, name: str, version: str) -> Path:
     found = sorted(scratch.glob(f"{name}_{deb_filename_version(version)}_*.deb"))
     if len(found) != 1:
         raise InfraError(f"`apt-get download {name}={version}` left {len(found)} matching .deb files, expected one")
-    target = cache / found[0].name
-    os.replace(found[0], target)
-    return target
+    return found[0]
 
 
 def extract(deb: Path, destination: Path) -> None:

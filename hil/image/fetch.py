@@ -3,21 +3,20 @@
 The catalog (data/redox-images.toml) says where releases and daily builds live and how their files are named.
 A download goes to a `.partial` file that survives interruptions and is continued with an HTTP Range request;
 it is checked against the server's SHA256SUM before anything reads it, decompressed (streaming, sparse)
-into a temporary file and renamed into cache_dir()/images/<sha256>/, where <sha256> is the digest SHA256SUM
-published. A cached image is found again without any network access; HIL_OFFLINE=1 forbids downloads.
+into a scratch folder with its meta.json, and that is renamed into cache_dir()/images/<sha256>/, where
+<sha256> is the digest SHA256SUM published. A cached image is found again without any network access;
+HIL_OFFLINE=1 forbids downloads.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import http.client
 import json
 import os
 import re
-import tempfile
 import time
 import tomllib
 import urllib.error
@@ -42,8 +41,9 @@ from rich.progress import (
 )
 
 from hil import __version__
+from hil.cache import CacheArea
 from hil.errors import InfraError, UsageError
-from hil.paths import cache_dir
+from hil.store import atomic_output
 
 CATALOG_NAME = "redox-images.toml"
 SERVER_ENV = "HIL_IMAGE_SERVER"
@@ -56,6 +56,9 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _GNU_LINE = re.compile(r"^(?P<digest>[0-9a-fA-F]{64}) [ *](?P<name>.+)$")
 _BSD_LINE = re.compile(r"^SHA256 \((?P<name>.+)\) = (?P<digest>[0-9a-fA-F]{64})$")
 _ZERO_CHUNK = bytes(CHUNK)
+# One lock per image (by the digest the server publishes): downloads of different images go on at once.
+IMAGES = CacheArea("images", "Waiting for another hil process downloading the same image", lock_per_key=True)
+PARTIAL_DIR = "partial"  # downloads in progress, kept across interruptions to be resumed
 
 
 # --- the catalog ---------------------------------------------------------------------------------------------
@@ -368,7 +371,7 @@ def _truncated(url: str, partial: Path, received: int, total: int | None, error:
 
 
 def images_dir() -> Path:
-    return cache_dir() / "images"
+    return IMAGES.root
 
 
 @dataclass(frozen=True)
@@ -386,12 +389,20 @@ class FetchedImage:
 
 
 def _cached_images() -> Iterator[tuple[dict, Path]]:
-    for meta_path in images_dir().glob(f"*/{META_NAME}"):
-        with contextlib.suppress(OSError, ValueError):
-            meta = json.loads(meta_path.read_text())
-            image = meta_path.parent / meta["image"]
-            if image.is_file():
-                yield meta, image
+    for folder in IMAGES.entries():
+        found = _read_entry(folder)
+        if found is not None:
+            yield found
+
+
+def _read_entry(folder: Path) -> tuple[dict, Path] | None:
+    """The meta and the image of a cached image's folder, or None if it is not one."""
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        meta = json.loads((folder / META_NAME).read_text())
+        image = folder / meta["image"]
+        if image.is_file():
+            return meta, image
+    return None
 
 
 def _as_fetched(meta: dict, image: Path, cached: bool) -> FetchedImage:
@@ -424,26 +435,9 @@ def _answers(meta: dict, target: Target, arch: str) -> bool:
 
 
 def _cached_digest(digest: str) -> FetchedImage | None:
-    meta_path = images_dir() / digest / META_NAME
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        meta = json.loads(meta_path.read_text())
-        image = meta_path.parent / meta["image"]
-        if image.is_file():
-            return _as_fetched(meta, image, cached=True)
-    return None
-
-
-@contextlib.contextmanager
-def _lock(digest: str, console: Console) -> Iterator[None]:
-    """One download per image at a time (parallel test workers may all ask for the same one)."""
-    images_dir().mkdir(parents=True, exist_ok=True)
-    with (images_dir() / f".lock-{digest}").open("w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            with console.status("Waiting for another hil process downloading the same image"):
-                fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+    folder = IMAGES.find(digest)
+    found = _read_entry(folder) if folder is not None else None
+    return _as_fetched(*found, cached=True) if found is not None else None
 
 
 # --- fetching ------------------------------------------------------------------------------------------------
@@ -474,7 +468,7 @@ def fetch_image(
             f"unset {OFFLINE_ENV} to download it"
         )
     listed = _listed(target, catalog)
-    with _lock(listed.sha256, console):
+    with IMAGES.lock(listed.sha256, console):  # parallel test workers may all ask for the same image
         cached = _cached_digest(listed.sha256)
         if cached:
             return cached
@@ -494,48 +488,59 @@ def _listed(target: Target, catalog: Catalog) -> Listed:
 def _download_and_publish(
     listed: Listed, target: Target, catalog: Catalog, console: Console, progress: Progress | None
 ) -> FetchedImage:
-    partial_dir = images_dir() / "partial"
-    partial_dir.mkdir(parents=True, exist_ok=True)
-    partial = partial_dir / f"{listed.sha256[:16]}-{listed.name}.partial"
-    for stale in partial_dir.glob(f"*-{listed.name}.partial"):
-        if stale != partial:  # the server has rebuilt this file since: its old bytes are of no use
-            stale.unlink(missing_ok=True)
+    partial = _partial_file(listed)
     with _progress(console, progress) as bar:
         task = bar.add_task(f"download {listed.name}", total=None)
         actual = download(listed.url, partial, lambda done, total: bar.update(task, completed=done, total=total))
         if listed.covers_download and actual != listed.sha256:
             partial.unlink(missing_ok=True)
             raise _mismatch(listed, listed.name, actual)
-        image_name = listed.name.removesuffix(ZSTD_SUFFIX)
-        folder = images_dir() / listed.sha256
-        folder.mkdir(parents=True, exist_ok=True)
+        return _publish(partial, listed, target, catalog, bar, actual)
+
+
+def _partial_file(listed: Listed) -> Path:
+    """Where `listed` downloads to, and stays until complete; partial files of older builds of it go."""
+    partial_dir = IMAGES.root / PARTIAL_DIR
+    partial_dir.mkdir(parents=True, exist_ok=True)
+    partial = partial_dir / f"{listed.sha256[:16]}-{listed.name}.partial"
+    for stale in partial_dir.glob(f"*-{listed.name}.partial"):
+        if stale != partial:  # the server has rebuilt this file since: its old bytes are of no use
+            stale.unlink(missing_ok=True)
+    return partial
+
+
+def _publish(
+    partial: Path, listed: Listed, target: Target, catalog: Catalog, bar: Progress, download_sha256: str
+) -> FetchedImage:
+    """The verified download as a cache entry: the image (read-only) and its meta.json, renamed into place."""
+    image_name = listed.name.removesuffix(ZSTD_SUFFIX)
+    final = IMAGES.path(listed.sha256)
+    with IMAGES.scratch(listed.sha256) as scratch:
+        entry = scratch / "entry"  # not the scratch folder itself, which mkdtemp makes private
         try:
-            image_sha256 = _install(partial, listed, folder / image_name, bar, actual)
+            entry.mkdir()
+            image_sha256 = _install(partial, listed, entry / image_name, bar, download_sha256)
         except OSError as error:
-            raise InfraError(f"cannot write the image {folder / image_name}: {error}") from error
-    meta = _meta(listed, target, catalog, image_name, image_sha256)
-    _write_atomic(folder / META_NAME, json.dumps(meta, indent=2).encode() + b"\n")
-    return _as_fetched(meta, folder / image_name, cached=False)
+            raise InfraError(f"cannot write the image {final / image_name}: {error}") from error
+        meta = _meta(listed, target, catalog, image_name, image_sha256)
+        (entry / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        IMAGES.publish(entry, listed.sha256)
+    return _as_fetched(meta, final / image_name, cached=False)
 
 
-def _install(partial: Path, listed: Listed, final: Path, bar: Progress, download_sha256: str) -> str:
-    """Put the verified download into place read-only, decompressed if need be; the image's own sha256."""
+def _install(partial: Path, listed: Listed, image: Path, bar: Progress, download_sha256: str) -> str:
+    """Put the verified download at `image` (in the scratch folder) read-only, decompressed if need be; the
+    image's own sha256."""
     if not listed.name.endswith(ZSTD_SUFFIX):
         partial.chmod(0o444)
-        os.replace(partial, final)
+        os.replace(partial, image)
         return download_sha256
-    handle, scratch_name = tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
-    scratch = Path(scratch_name)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            image_sha256 = _decompress(partial, out, listed, bar)
-        if not listed.covers_download and image_sha256 != listed.sha256:
-            partial.unlink(missing_ok=True)
-            raise _mismatch(listed, final.name, image_sha256)
-        scratch.chmod(0o444)
-        os.replace(scratch, final)
-    finally:
-        scratch.unlink(missing_ok=True)
+    with image.open("wb") as out:
+        image_sha256 = _decompress(partial, out, listed, bar)
+    if not listed.covers_download and image_sha256 != listed.sha256:
+        partial.unlink(missing_ok=True)
+        raise _mismatch(listed, image.name, image_sha256)
+    image.chmod(0o444)
     partial.unlink(missing_ok=True)
     return image_sha256
 
@@ -601,13 +606,6 @@ def _meta(listed: Listed, target: Target, catalog: Catalog, image_name: str, ima
     }
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    handle, scratch = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(handle, "wb") as out:
-        out.write(data)
-    os.replace(scratch, path)
-
-
 @contextlib.contextmanager
 def _progress(console: Console, progress: Progress | None) -> Iterator[Progress]:
     if progress is not None:
@@ -668,12 +666,8 @@ def copy_image(image: Path, out: Path) -> Path:
     """A writable, sparse copy of a cached image (the cache's own file stays read-only)."""
     destination = out / image.name if out.is_dir() else out
     try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        handle, scratch = tempfile.mkstemp(prefix=".tmp-", dir=destination.parent)
-        with os.fdopen(handle, "wb") as stream:
+        with atomic_output(destination, mode=0o644) as scratch, scratch.open("wb") as stream:
             _copy_sparse(image, stream)
-        Path(scratch).chmod(0o644)
-        os.replace(scratch, destination)
     except OSError as error:
         raise InfraError(f"cannot write {destination}: {error}") from error
     return destination

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
+from hil.cache import CacheArea
 from hil.errors import InfraError, UsageError
 from hil.guest.tools import NET_TOOL
 from hil.image import debs
@@ -33,7 +33,7 @@ from hil.image.cpio import NewcWriter
 from hil.image.elfdeps import GuestFile, runtime_files
 from hil.image.kmodules import StagedModules, stage_modules
 from hil.image.static_c import StaticProgram
-from hil.paths import cache_dir, cache_lock, private_dir
+from hil.store import atomic_write
 from hil.uring_probe.build import LINUX_PROBE
 
 # Programs hil compiles from its own sources into every reference image.
@@ -53,6 +53,12 @@ BZIMAGE_NAME = "vmlinuz"
 INITRAMFS_NAME = "initramfs.cpio"
 MODULE_LIST_PATH = "/etc/hil/modules"
 EXTRAS_DIR = "extras"
+
+# One lock per area: the key is known only once apt has been asked, under the lock.
+WAITING = "Waiting for another hil process building the reference guest"
+IMAGES = CacheArea("reference", WAITING, private=True)  # private: it holds the SSH private key
+EXTRA_IMAGES = CacheArea(f"reference/{EXTRAS_DIR}", WAITING, private=True)
+DEBS = CacheArea("debs")  # downloaded only by builds of the reference guest, so under its lock
 
 # Optional additions to the reference image, by name -> "module:factory" returning an ImageExtra. They are
 # imported only when asked for: the default image, its cache key and its build never depend on them.
@@ -154,7 +160,7 @@ def load_spec() -> ReferenceSpec:
 
 
 def reference_base() -> Path:
-    return cache_dir() / "reference"
+    return IMAGES.root
 
 
 def cache_key(
@@ -189,26 +195,13 @@ def ensure_ssh_key(path: Path) -> str:
         pem = private.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
         )
-        _write_atomic(path, pem, 0o600)
+        atomic_write(path, pem, mode=0o600)
     try:
         private = serialization.load_ssh_private_key(path.read_bytes(), password=None)
     except (ValueError, OSError) as error:
         raise InfraError(f"cannot read hil's SSH key {path}: {error}; delete it to make a new one") from error
     public = private.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return public.decode() + " hil-reference-guest\n"
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write through a temporary file and rename, so readers never see a partial file."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(data)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def guest_files(spec: ReferenceSpec, public_key: str) -> dict[str, tuple[bytes, int]]:
@@ -272,17 +265,15 @@ def build_reference(force: bool = False, console: Console | None = None, extras:
     """
     console = console or Console(stderr=True)
     wanted = [load_extra(name) for name in dict.fromkeys(extras)]
-    base = private_dir(reference_base())
-    with cache_lock(base / ".lock", console, "Waiting for another hil process building the reference guest"):
-        _remove_leftovers(base)
+    with IMAGES.lock(console=console):
         spec = load_spec()
-        public_key = ensure_ssh_key(base / KEY_NAME)
+        public_key = ensure_ssh_key(IMAGES.root / KEY_NAME)
         with console.status("Resolving package versions with apt-cache"):
             plan = plan_build(spec, public_key)
-        image = None if force else load_reference_from(base / plan.key)
+        image = None if force else load_reference_from(IMAGES.path(plan.key))
         if image is None:
-            image = _build(plan, base, console)
-        _write_atomic(base / CURRENT_NAME, f"{plan.key}\n".encode(), 0o644)
+            image = _build(plan, console)
+        atomic_write(IMAGES.root / CURRENT_NAME, f"{plan.key}\n", mode=0o644)
     if not wanted:
         return image
     return _with_extras(image, [extra.build(force, console) for extra in wanted], force, console)
@@ -303,23 +294,16 @@ def extras_key(base_key: str, extra_keys: Mapping[str, str]) -> str:
 def _with_extras(image: ReferenceImage, extras: list[ExtraOverlay], force: bool, console: Console) -> ReferenceImage:
     """The base image plus the extras' overlays, in a folder of its own keyed by all of them."""
     key = extras_key(image.key, {extra.name: extra.key for extra in extras})
-    folder = private_dir(reference_base() / EXTRAS_DIR)
-    with cache_lock(folder / ".lock", console, "Waiting for another hil process building the reference guest"):
-        existing = None if force else load_reference_from(folder / key)
+    with EXTRA_IMAGES.lock(console=console):
+        existing = None if force else load_reference_from(EXTRA_IMAGES.path(key))
         if existing is not None:
             return existing
-        _remove_leftovers(folder)
-        scratch = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=folder))
-        try:
-            output = scratch / "image"
-            output.mkdir()
-            _assemble_with_extras(image, extras, key, output)
-            _publish(output, folder / key)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    built = load_reference_from(folder / key)
+        with EXTRA_IMAGES.scratch(key) as scratch:
+            _assemble_with_extras(image, extras, key, scratch)
+            EXTRA_IMAGES.publish(scratch, key)
+    built = load_reference_from(EXTRA_IMAGES.path(key))
     if built is None:
-        raise InfraError(f"the reference guest with extras in {folder / key} is incomplete")
+        raise InfraError(f"the reference guest with extras in {EXTRA_IMAGES.path(key)} is incomplete")
     console.print(f"[green]Reference guest {key}: {image.key} + {', '.join(e.name for e in extras)}")
     return built
 
@@ -346,26 +330,17 @@ def _link_or_copy(source: Path, destination: Path) -> None:
         shutil.copy2(source, destination)
 
 
-def _remove_leftovers(base: Path) -> None:
-    """Scratch folders of builds that were killed; safe to delete while holding the lock."""
-    for leftover in base.glob(".build-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _build(plan: BuildPlan, base: Path, console: Console) -> ReferenceImage:
+def _build(plan: BuildPlan, console: Console) -> ReferenceImage:
     started = time.monotonic()
-    scratch = Path(tempfile.mkdtemp(prefix=f".build-{plan.key}-", dir=base))
-    try:
-        output = scratch / "image"
+    with IMAGES.scratch(plan.key) as scratch:
+        output = scratch / "image"  # beside the work folders (unpacked packages, modules), which are not kept
         output.mkdir()
-        manifest = _assemble(plan, scratch, output, base, console)
-        _publish(output, base / plan.key)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        manifest = _assemble(plan, scratch, output, IMAGES.root, console)
+        IMAGES.publish(output, plan.key)
     console.print(f"[green]Built the reference guest {plan.key} in {time.monotonic() - started:.1f} s")
-    image = load_reference_from(base / plan.key)
+    image = load_reference_from(IMAGES.path(plan.key))
     if image is None:
-        raise InfraError(f"the reference guest built in {base / plan.key} is incomplete: {manifest['files']}")
+        raise InfraError(f"the reference guest built in {IMAGES.path(plan.key)} is incomplete: {manifest['files']}")
     return image
 
 
@@ -408,9 +383,10 @@ def _step(console: Console, title: str) -> Iterator[None]:
 
 def _fetch_all(versions: dict[str, str], console: Console) -> list[debs.DebPackage]:
     """The .debs from HIL_DEB_DIR or the cache, downloading the missing ones."""
-    cache = cache_dir() / "debs"
+    cache = DEBS.root
     missing = debs.missing_packages(versions, cache)
     if missing:
+        DEBS.remove_leftovers()  # of downloads killed halfway
         with _step(console, f"Downloading {len(missing)} Debian packages with apt-get"):
             debs.download(missing, cache)
     packages = debs.fetch_all(versions, cache)
@@ -522,15 +498,6 @@ def _make_read_only(output: Path) -> None:
     """Base images are shared by every run and never written; only the private key stays 0600."""
     for path in output.iterdir():
         path.chmod(0o600 if path.name == KEY_NAME else 0o444)
-
-
-def _publish(output: Path, final: Path) -> None:
-    """Rename the finished folder into place; a forced rebuild first moves the old one aside."""
-    if final.exists():
-        retired = final.with_name(f".build-retired-{final.name}-{os.getpid()}")
-        os.replace(final, retired)
-        shutil.rmtree(retired, ignore_errors=True)
-    os.replace(output, final)
 
 
 def reference_command(force: bool, console: Console | None = None, extras: Sequence[str] = ()) -> int:

@@ -7,13 +7,13 @@ A static binary runs in any Linux guest whatever libc it has (or none). Each pro
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from hil.errors import InfraError
+from hil.store import atomic_output
 
 COMPILER = "gcc"
 CFLAGS = ("-O2", "-static", "-Wall", "-Wextra", "-Werror")
@@ -45,15 +45,10 @@ class StaticProgram:
         compiler = shutil.which(COMPILER)
         if compiler is None:
             raise InfraError(f"cannot build {self.name}: {COMPILER} is not installed\n  fix: {INSTALL_FIX}")
-        out_dir.mkdir(parents=True, exist_ok=True)
         output = out_dir / self.name
         # A temporary name, so an interrupted build never leaves a half-written program behind.
-        partial = out_dir / f".{self.name}.{os.getpid()}.partial"
-        try:
+        with atomic_output(output, mode=0o755) as partial:
             run_compiler(self.name, [compiler, *CFLAGS, "-o", str(partial), str(self.source_dir / self.main)])
-            os.replace(partial, output)
-        finally:
-            partial.unlink(missing_ok=True)
         return output
 
 

@@ -9,7 +9,6 @@ of everything that went in, so a second build with the same inputs is a file loo
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +17,7 @@ from hil.errors import InfraError, UsageError
 from hil.image.static_c import run_compiler
 from hil.initfs_probe import layout, spec
 from hil.initfs_probe.abi import ABIS, DEFAULT_ABI, KernelAbi
+from hil.store import atomic_write
 
 SOURCE_DIR = Path(__file__).resolve().parent / "src"
 SOURCES = ("start.S", "rt.c", "probe.c")
@@ -120,8 +120,9 @@ def build_initfs_probe(
     with tempfile.TemporaryDirectory(prefix="hil-initfs-probe-") as tmp:
         elf = _compile(Path(tmp), headers)
         image = _layout(elf)
-        _publish(output.with_suffix(".elf"), elf)
-        _publish(output, image)
+        # Each file whole or not at all; the initfs last, as its presence means the build is done.
+        atomic_write(output.with_suffix(".elf"), elf, mode=0o644)
+        atomic_write(output, image, mode=0o644)
     return output
 
 
@@ -147,13 +148,3 @@ def _layout(elf: bytes) -> bytes:
         return layout.initfs_from_elf(elf)
     except ValueError as exc:
         raise InfraError(f"{spec.PROGRAM} cannot be laid out as an initfs: {exc}") from exc
-
-
-def _publish(path: Path, data: bytes) -> None:
-    """Writes under a temporary name and renames, so an interrupted build leaves no half-written file."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)

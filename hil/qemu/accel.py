@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hil.errors import UsageError
 from hil.paths import cache_dir
+from hil.store import atomic_write_json
 
 PROBE_TIMEOUT = 10.0  # a working KVM boots a kernel to its first panic in under 2 s; TCG needs about 3 s
 ACCELERATORS = ("auto", "kvm", "tcg")
@@ -60,7 +61,7 @@ def kvm_boots(probe: KvmProbe, qemu_binary: str) -> bool:
         return bool(json.loads(cache.read_text())["kvm_works"])
     works = _probe_boot(probe, qemu_binary)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"kvm_works": works, "kernel": str(probe.kernel)}) + "\n")
+    atomic_write_json(cache, {"kvm_works": works, "kernel": str(probe.kernel)})  # parallel runs may probe too
     return works
 
 

@@ -20,14 +20,13 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from hil import __version__
+from hil.cache import CacheArea
 from hil.errors import InfraError
-from hil.paths import cache_dir, cache_lock, private_dir
 from hil.qemu.qmp import QmpCommandError, QmpSession
 from hil.qemu.spec import MachineSpec, RunPaths
 
@@ -40,6 +39,8 @@ CACHE_LIMIT_ENV = "HIL_SNAPSHOT_CACHE_MB"
 DEFAULT_CACHE_LIMIT_MB = 8192
 _PLACEHOLDER_PATHS = RunPaths(Path("QMP"), Path("SERIAL"), Path("LOG"), Path("DISK"), Path("INITRD"))
 _digest_cache: dict[tuple[str, int, int], str] = {}
+# One lock per key: workers restoring or saving other machines never wait for each other.
+SNAPSHOTS = CacheArea("snapshots", private=True, lock_per_key=True)
 
 
 class SnapshotUnsupported(Exception):
@@ -66,7 +67,7 @@ class Snapshot:
 
 
 def snapshot_root() -> Path:
-    return cache_dir() / "snapshots"
+    return SNAPSHOTS.root
 
 
 def snapshot_key(spec: MachineSpec, run_dir: Path, profile: str) -> str:
@@ -86,7 +87,7 @@ def snapshot_key(spec: MachineSpec, run_dir: Path, profile: str) -> str:
 
 
 def find_snapshot(key: str) -> Snapshot | None:
-    folder = snapshot_root() / key
+    folder = SNAPSHOTS.path(key)
     try:
         meta = json.loads((folder / META_NAME).read_text())
     except (OSError, ValueError):
@@ -100,8 +101,7 @@ def find_snapshot(key: str) -> Snapshot | None:
 def prune_snapshots(keep: str | None = None) -> list[str]:
     """Delete the least recently used snapshots beyond the cache limit; returns the keys removed."""
     limit = int(os.environ.get(CACHE_LIMIT_ENV, DEFAULT_CACHE_LIMIT_MB)) << 20
-    folders = sorted((p for p in snapshot_root().iterdir() if p.is_dir() and not p.name.startswith(".")),
-                     key=lambda p: p.stat().st_mtime, reverse=True)  # fmt: skip
+    folders = sorted((p for p in SNAPSHOTS.entries() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
     removed, total = [], 0
     for folder in folders:
         total += sum(f.stat().st_size for f in folder.iterdir())
@@ -113,14 +113,12 @@ def prune_snapshots(keep: str | None = None) -> list[str]:
 
 def snapshot_lock(key: str) -> contextlib.AbstractContextManager[None]:
     """One maker per key: parallel workers wanting the same snapshot wait for the first to save it."""
-    return cache_lock(private_dir(snapshot_root()) / f".{key}.lock")
+    return SNAPSHOTS.lock(key)
 
 
 def save_snapshot(qmp: QmpSession, key: str, disk_overlay: Path | None, meta: dict) -> Snapshot:
     """Stop the VM, migrate its state into the cache, freeze its disk overlay; the VM stays stopped."""
-    root = private_dir(snapshot_root())
-    scratch = Path(tempfile.mkdtemp(prefix=f".save-{key}-", dir=root))
-    try:
+    with SNAPSHOTS.scratch(key) as scratch:
         qmp.execute("stop")
         started = time.monotonic()
         _migrate_to(qmp, scratch / STATE_NAME)
@@ -128,14 +126,7 @@ def save_snapshot(qmp: QmpSession, key: str, disk_overlay: Path | None, meta: di
             shutil.copyfile(disk_overlay, scratch / DISK_NAME)  # the VM is stopped: the overlay is consistent
         meta = {**meta, "key": key, "saved": time.time(), "save_seconds": round(time.monotonic() - started, 3)}
         (scratch / META_NAME).write_text(json.dumps(meta, indent=1, default=str) + "\n")
-        for path in scratch.iterdir():
-            path.chmod(0o444)
-        final = root / key
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(scratch, final)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        final = SNAPSHOTS.publish(scratch, key, read_only=True)
     prune_snapshots(keep=key)
     return Snapshot(key, final, meta)
 

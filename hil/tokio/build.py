@@ -28,10 +28,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from hil.cache import CacheArea
 from hil.errors import InfraError
 from hil.image.cpio import NewcWriter
 from hil.image.reference import ExtraOverlay
-from hil.paths import cache_dir, cache_lock, private_dir
 from hil.tokio.examples import (
     CRATES,
     DEBIAN_PACKAGES,
@@ -51,6 +51,9 @@ CARGO_TIMEOUT_S = 1800
 OVERLAY_NAME = "tokio-examples.cpio"
 MANIFEST_NAME = "manifest.json"
 INSTALL_FIX = f"apt-get install cargo {' '.join(DEBIAN_PACKAGES)}"
+TARGET_DIR = "target"  # cargo's, kept in the area between builds: the crates compile once
+# One lock for the area: the key is known only once cargo has resolved the crates, under the lock.
+BUILDS = CacheArea("tokio", "Waiting for another hil process building tokio's examples", private=True)
 
 _CARGO_CONFIG = f"""\
 # Written by hil: crates come from Debian's packages only (crates.io is never asked).
@@ -105,7 +108,7 @@ class TokioBuild:
 
 
 def tokio_base() -> Path:
-    return cache_dir() / "tokio"
+    return BUILDS.root
 
 
 # --- planning -------------------------------------------------------------------------------------------
@@ -225,7 +228,7 @@ def _key(examples: Sequence[Example], unbuildable: dict[str, str], manifest: str
 
 
 def load_build(key: str) -> TokioBuild | None:
-    root = tokio_base() / key
+    root = BUILDS.path(key)
     try:
         manifest = json.loads((root / MANIFEST_NAME).read_text())
     except (OSError, ValueError):
@@ -240,40 +243,31 @@ def build_examples(
 ) -> TokioBuild:
     """The examples for the current crates and compiler: from the cache, or built now (minutes the first time)."""
     console = console or Console(stderr=True)
-    base = private_dir(tokio_base())
-    with cache_lock(base / ".lock", console, "Waiting for another hil process building tokio's examples"):
+    with BUILDS.lock(console=console):
         with console.status("Resolving the tokio examples' crates with cargo"):
             plan = plan_build(examples)
         cached = None if force else load_build(plan.key)
-        return cached or _build(plan, base, console)
+        return cached or _build(plan, console)
 
 
-def _build(plan: TokioPlan, base: Path, console: Console) -> TokioBuild:
+def _build(plan: TokioPlan, console: Console) -> TokioBuild:
     if not plan.buildable:
         raise InfraError(f"none of tokio's examples can be built here: {plan.unbuildable}\n  fix: {INSTALL_FIX}")
     started = time.monotonic()
-    for leftover in base.glob(".build-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".build-{plan.key}-", dir=base))
-    try:
-        output = scratch / "out"
+    with BUILDS.scratch(plan.key) as scratch:
+        output = scratch / "out"  # beside the cargo project, which is not kept
         (output / "bin").mkdir(parents=True)
         project = scratch / "project"
         _prepare_project(project, plan, console)
-        failures = _compile_all(project, plan, output / "bin", base / "target", console)
+        failures = _compile_all(project, plan, output / "bin", BUILDS.root / TARGET_DIR, console)
         manifest = _manifest(plan, failures, output)
         (output / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         _write_overlay(output, manifest)
-        final = base / plan.key
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(output, final)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        BUILDS.publish(output, plan.key)
     console.print(f"[green]Built tokio's examples {plan.key} in {time.monotonic() - started:.0f} s")
     build = load_build(plan.key)
     if build is None:
-        raise InfraError(f"the tokio examples built in {base / plan.key} are incomplete")
+        raise InfraError(f"the tokio examples built in {BUILDS.path(plan.key)} are incomplete")
     return build
 
 

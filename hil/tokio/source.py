@@ -25,6 +25,7 @@ from pathlib import Path
 
 from hil.errors import InfraError
 from hil.paths import cache_dir
+from hil.store import atomic_write
 from hil.tokio.examples import TOKIO_COMMIT, TOKIO_REPOSITORY, TOKIO_TAG, Example
 
 SOURCE_ENV = "HIL_TOKIO_SOURCE"
@@ -153,9 +154,7 @@ def _store(files: Files) -> Path:
     for name, data in files.items():
         target = folder / name
         if not target.is_file() or target.read_bytes() != data:
-            partial = folder / f".{name}.{os.getpid()}.partial"
-            partial.write_bytes(data)
-            os.replace(partial, target)
+            atomic_write(target, data)
     return folder
 
 

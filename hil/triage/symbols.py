@@ -13,7 +13,6 @@ import bisect
 import contextlib
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from hil.paths import cache_dir
+from hil.store import atomic_write
 
 # Beyond this distance from the last symbol an address is not attributed to it (kallsyms has no sizes).
 MAX_UNSIZED_OFFSET = 1 << 20
@@ -188,11 +188,8 @@ def file_digest(path: Path) -> str:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
     memo[key] = [*stamp, digest.hexdigest()]
-    with contextlib.suppress(OSError):
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = memo_path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(memo))
-        temporary.replace(memo_path)
+    with contextlib.suppress(OSError):  # a memo: without it the next run hashes again
+        atomic_write(memo_path, json.dumps(memo))
     return digest.hexdigest()
 
 
@@ -217,10 +214,5 @@ def cached_kallsyms(kernel: Path) -> SymbolTable | None:
 
 def store_kallsyms(kernel: Path, text: str) -> Path:
     """Keep the text symbols of `text` for `kernel` (written atomically; other lines dropped)."""
-    path = kallsyms_cache_path(kernel)
-    path.parent.mkdir(parents=True, exist_ok=True)
     kept = [line for line in text.splitlines() if (m := _KALLSYMS_LINE.match(line)) and m.group(2) in _TEXT_TYPES]
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text("\n".join(kept) + "\n")
-    temporary.replace(path)
-    return path
+    return atomic_write(kallsyms_cache_path(kernel), "\n".join(kept) + "\n")

@@ -25,6 +25,7 @@ from hil.paths import cache_dir
 from hil.qemu.accel import KvmProbe
 from hil.qemu.spec import MachineSpec
 from hil.results import Verdict
+from hil.store import atomic_write
 
 PACKAGES_ENV = "HIL_REDOX_PKGS"
 KERNEL_IMAGE_MIB = 64
@@ -140,7 +141,7 @@ class RedoxKernelProfile(GuestProfile):
         target = options.work_dir / "kernel.elf"
         if not target.exists():
             try:
-                target.write_bytes(read_image_file(self._image(options), "boot/kernel"))
+                atomic_write(target, read_image_file(self._image(options), "boot/kernel"))
             except Exception:  # symbols help triage; never a reason to fail the run
                 return None
         return target

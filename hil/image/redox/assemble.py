@@ -13,7 +13,6 @@ import argparse
 import os
 import re
 import stat
-import tempfile
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from hil.image.redox.fat import build_fat
 from hil.image.redox.initfs import MAGIC as INITFS_MAGIC
 from hil.image.redox.pkgar import load_public_key
 from hil.image.redox.repo import PackageRepo, Progress
+from hil.store import atomic_output
 
 MIB = 1 << 20
 DEFAULT_SIZE = 256 * MIB
@@ -254,10 +254,8 @@ def _write_image(
     out = Path(out)
     if out.is_dir():
         raise UsageError(f"--out {out}: is a directory; give the image file's path")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
-        with os.fdopen(handle, "w+b") as image:
+        with atomic_output(out, mode=0o644) as temporary, temporary.open("w+b") as image:
             image.truncate(layout.size)  # sparse: untouched space reads as zeros
             disk.write_bios_loader(image, bios_loader, layout)
             disk.write_partition_table(image, layout)
@@ -265,13 +263,8 @@ def _write_image(
             image.seek(layout.efi.offset)
             image.write(build_fat(layout.efi.size, files, mtime=mtime))
             stats = redoxfs.new_writer(tree, version).write(image, layout.redox.offset, layout.redox.size, fs_uuid)
-        os.chmod(temp, 0o644)
-        os.replace(temp, out)
     except OSError as error:
         raise InfraError(f"cannot write {out}: {error.strerror or error}") from None
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
     return stats
 
 

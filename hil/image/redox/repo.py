@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import tomllib
 import urllib.error
 import urllib.parse
@@ -25,6 +24,7 @@ from pathlib import Path
 from hil import paths
 from hil.errors import InfraError, UsageError
 from hil.image.redox.pkgar import Package, PkgarError
+from hil.store import atomic_output
 
 # progress(what, bytes_done, bytes_total or None): called while a file downloads
 Progress = Callable[[str, int, int | None], None]
@@ -203,7 +203,6 @@ class _NotFound(Exception):
 
 def _download(url: str, destination: Path, report: Callable[[int, int | None], None] | None) -> None:
     """Fetch `url` into `destination` atomically (temp file + rename)."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
@@ -218,10 +217,9 @@ def _download(url: str, destination: Path, report: Callable[[int, int | None], N
 
 
 def _stream_to(response, destination: Path, total: int | None, report) -> None:
-    handle, temp = tempfile.mkstemp(prefix=f".{destination.name}.", dir=destination.parent)
     done = 0
-    try:
-        with os.fdopen(handle, "wb") as out:
+    with atomic_output(destination) as temporary:
+        with temporary.open("wb") as out:
             while chunk := response.read(_CHUNK):
                 out.write(chunk)
                 done += len(chunk)
@@ -229,10 +227,6 @@ def _stream_to(response, destination: Path, total: int | None, report) -> None:
                     report(done, total)
         if total is not None and done != total:
             raise InfraError(f"download of {response.url} stopped at {done} of {total} bytes")
-        os.replace(temp, destination)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
 
 
 def _remote_cache(url: str) -> Path:
