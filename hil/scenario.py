@@ -23,6 +23,10 @@ from hil.guest.profiles import DEFAULT_GUEST, profile_names
 from hil.tokio.drivers import DriverSpecError, driver_named
 
 NUMBER = (int, float)
+# How messages name what a key holds and what it should hold (in TOML's words, not Python's).
+HELD = {str: "text", int: "a whole number", float: "a number", bool: "a true/false", list: "a list", dict: "a table"}
+WANTED = {str: "text in quotes", int: "a whole number", float: "a number", bool: "true or false",
+          list: "a list [...]", dict: "a table {...}"}  # fmt: skip
 MAX_TIMEOUT = 24 * 3600.0
 SSH_PORT = 22
 
@@ -381,8 +385,9 @@ def _typed(path: Path, table: dict[str, Any], key: str, kind: Any, default: Any,
         return default
     value = table[key]
     if isinstance(value, bool) or not isinstance(value, kind):
-        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise ScenarioError(path, f"{prefix}{key}", f"is {type(value).__name__} {value!r}", f"give a {names}")
+        wanted = "a number" if kind == NUMBER else WANTED[kind]
+        held = HELD.get(type(value), type(value).__name__)
+        raise ScenarioError(path, f"{prefix}{key}", f"is {value!r} ({held})", f"give {wanted}")
     return value
 
 

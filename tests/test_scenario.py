@@ -27,7 +27,7 @@ def test_unknown_key_names_file_key_and_fix(tmp_path: Path) -> None:
 
 
 def test_wrong_type_is_explained(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match=r"steps\[0\]\.timeout.*give a int or float"):
+    with pytest.raises(UsageError, match=r"steps\[0\]\.timeout.*is .soon. \(text\). Fix: give a number"):
         parse_scenario(write(tmp_path, '[[steps]]\nrun = "true"\ntimeout = "soon"\n'))
 
 
