@@ -83,9 +83,8 @@ class GuestSession:
         spec = spec.with_changes(devices=(*spec.devices, *self._device_args()))
         self.machine = Machine(spec, run_dir, keep=keep)
         self.snapshot_key = snapshot_key(spec, self.run_dir, profile.name) if snapshot else None
-        console = Console(
-            self.machine.paths.serial_socket, run_dir / "console.txt", profile.shell, profile.crash_patterns
-        )
+        console = Console(self.machine.paths.serial_socket, run_dir / "console.txt", profile.shell,
+                          profile.crash_patterns, raw_log=self.machine.paths.serial_log)  # fmt: skip
         # Every wait ends on no progress (profile patterns, probe heartbeats), not at a fixed time.
         watch = ProgressWatch(self.machine.paths.serial_log, profile.progress_patterns)
         self.console = WatchedConsole(console, watch)

@@ -6,6 +6,7 @@ transcript and what hil typed, and offers `run(cmd) -> CommandResult` on top of 
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
 import re
@@ -14,6 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pexpect
 import pexpect.fdpexpect
@@ -27,6 +29,7 @@ TAIL_LINES = 200
 READ_SIZE = 65536
 LOOKBACK = 8192  # longer than any line-scale pattern: stage lines, markers, crash lines
 CRASH_TAIL_SECONDS = 0.5
+CLOSE_DRAIN_SECONDS = 0.05
 
 
 class ConsoleClosed(InfraError):
@@ -55,13 +58,30 @@ class CommandResult:
         return self.status == 0
 
 
+class _RawTee:
+    """An incremental decoder that first writes the raw bytes it is given to a file: the serial log holds
+    exactly what came over the socket, in order, before any decoding or stripping."""
+
+    def __init__(self, decoder: codecs.IncrementalDecoder, sink: BinaryIO) -> None:
+        self._decoder = decoder
+        self._sink = sink
+
+    def decode(self, data: bytes, final: bool = False) -> str:
+        if data:
+            self._sink.write(data)
+            self._sink.flush()  # the progress watch and triage read the file while the run goes on
+        return self._decoder.decode(data, final)
+
+
 class _StrippingSpawn(pexpect.fdpexpect.fdspawn):
     """fdspawn whose buffer holds text with escape sequences and carriage returns removed."""
 
-    def __init__(self, fd: int, on_text: callable, **kwargs: object) -> None:
+    def __init__(self, fd: int, on_text: callable, raw_log: BinaryIO | None = None, **kwargs: object) -> None:
         super().__init__(fd, encoding="utf-8", codec_errors="replace", **kwargs)
         self._stripper = AnsiStripper()
         self._on_text = on_text
+        if raw_log is not None:
+            self._decoder = _RawTee(self._decoder, raw_log)
 
     def read_nonblocking(self, size: int = 1, timeout: float | None = -1) -> str:
         text = super().read_nonblocking(size, timeout)
@@ -79,8 +99,10 @@ class Console:
         transcript: Path | None = None,
         shell: ShellDialect | None = None,
         crash_patterns: tuple[str, ...] = (),
+        raw_log: Path | None = None,
     ):
         self.socket_path = socket_path
+        self.raw_log = raw_log  # where every byte read from the socket goes, as it came
         self.shell = shell or ShellDialect()
         # Watched during every wait, so a crash ends any step at once instead of running into its timeout.
         self.crash_patterns = tuple(crash_patterns)
@@ -94,6 +116,7 @@ class Console:
         self._partial = ""
         self._sock: socket.socket | None = None
         self._spawn: _StrippingSpawn | None = None
+        self._raw: BinaryIO | None = None
         self.last_output_at = time.monotonic()
 
     def connect(self, timeout: float = 10.0) -> None:
@@ -109,8 +132,9 @@ class Console:
                     raise InfraError(f"cannot connect to the serial console at {self.socket_path}: {err}") from err
                 time.sleep(0.05)
         self._sock = sock
+        self._raw = open(self.raw_log, "wb") if self.raw_log else None  # noqa: SIM115 - closed in close()
         # fdspawn closes the descriptor it is given, so it gets its own duplicate.
-        self._spawn = _StrippingSpawn(os.dup(sock.fileno()), self._record, timeout=30, maxread=READ_SIZE)
+        self._spawn = _StrippingSpawn(os.dup(sock.fileno()), self._record, self._raw, timeout=30, maxread=READ_SIZE)
         # pexpect searches only this much of the buffer per read (it must hold a whole read plus the longest
         # match): without a window it searches everything since the last match again after every read.
         self._spawn.searchwindowsize = READ_SIZE + LOOKBACK
@@ -118,8 +142,13 @@ class Console:
 
     def close(self) -> None:
         if self._spawn is not None:
+            if self._raw is not None:
+                self.drain(CLOSE_DRAIN_SECONDS)  # what the guest sent last belongs in the serial log too
             self._spawn.close()
             self._spawn = None
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None

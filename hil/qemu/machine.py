@@ -23,6 +23,8 @@ from hil.qemu.snapshot import Snapshot, wait_incoming
 from hil.qemu.spec import MachineSpec, RunPaths
 
 STOP_GRACE_SECONDS = 5.0
+SERIAL_LOG = "serial.log"  # hil's copy of every byte read from the serial socket
+QEMU_SERIAL_LOG = "qemu-serial.log"  # QEMU's chardev log (goes on while no one is connected)
 
 
 class Machine:
@@ -36,7 +38,8 @@ class Machine:
         self.paths = RunPaths(
             qmp_socket=self.socket_dir / "qmp.sock",
             serial_socket=self.socket_dir / "serial.sock",
-            serial_log=self.run_dir / "serial.log",
+            serial_log=self.run_dir / SERIAL_LOG,
+            qemu_serial_log=self.run_dir / QEMU_SERIAL_LOG,
             disk_overlay=self.run_dir / "disk-overlay.qcow2" if spec.disk else None,
             initrd=self._initrd_path(),
         )
@@ -136,6 +139,7 @@ class Machine:
             "qmp_socket": str(self.paths.qmp_socket),
             "serial_socket": str(self.paths.serial_socket),
             "serial_log": str(self.paths.serial_log),
+            "qemu_serial_log": str(self.paths.chardev_log),  # the one that goes on while the VM is kept
             "run_dir": str(self.run_dir),
             "argv": self.argv,
         }

@@ -18,9 +18,16 @@ class RunPaths:
 
     qmp_socket: Path
     serial_socket: Path
-    serial_log: Path
+    serial_log: Path  # every byte the guest sent, as hil read it from the socket
     disk_overlay: Path | None = None
     initrd: Path | None = None
+    # QEMU's own log of the serial port (chardev logfile=), when hil keeps one apart from serial_log: it goes
+    # on after hil disconnects (a kept VM), but QEMU 7.2 writes bytes twice when a socket write is partial.
+    qemu_serial_log: Path | None = None
+
+    @property
+    def chardev_log(self) -> Path:
+        return self.qemu_serial_log or self.serial_log
 
 
 @dataclass(frozen=True)
@@ -90,9 +97,9 @@ class MachineSpec:
 
 
 def _monitor_and_serial_args(paths: RunPaths) -> list[str]:
-    # The serial chardev logs raw bytes to a file from the first byte, whoever is connected.
+    # The serial chardev logs what it sends to a file from the first byte, whoever is connected.
     serial = (
-        f"socket,id=hil-serial0,path={paths.serial_socket},server=on,wait=off,logfile={paths.serial_log},logappend=off"
+        f"socket,id=hil-serial0,path={paths.serial_socket},server=on,wait=off,logfile={paths.chardev_log},logappend=off"
     )
     return [
         "-chardev",

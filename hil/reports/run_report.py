@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 ARTIFACT_FILES = {
     "argv": "argv.txt",
     "serial_log": "serial.log",
+    "qemu_serial_log": "qemu-serial.log",
     "console_transcript": "console.txt",
     "qmp_log": "qmp.jsonl",
     "qemu_stderr": "qemu.stderr",
