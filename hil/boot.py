@@ -17,7 +17,7 @@ from hil.guest.stages import StageMark
 from hil.judge import Judge
 from hil.lifetime import signals_deferred
 from hil.qemu.accel import AccelChoice, choose_accel
-from hil.results import RunResult
+from hil.results import FaultEvent, RunResult
 from hil.session import GuestSession, PlannedDevice
 
 # Budgets are written for TCG; KVM runs the same guest in about half the time.
@@ -54,7 +54,11 @@ class Booter:
         return self._accel[key]
 
     def prepare(
-        self, request: BootRequest, run_dir: Path, on_mark: Callable[[StageMark], None] | None = None
+        self,
+        request: BootRequest,
+        run_dir: Path,
+        on_mark: Callable[[StageMark], None] | None = None,
+        on_fault: Callable[[FaultEvent], None] | None = None,
     ) -> GuestSession:
         """A session ready to `start()`: QEMU not yet running, overlays and ports prepared."""
         profile = get_profile(request.guest)
@@ -64,14 +68,18 @@ class Booter:
         factor = request.timeout_factor or DEFAULT_FACTOR[accel.name]
         options = replace(request.options, accel=accel.name)
         return GuestSession(profile, options, run_dir, devices=request.devices, factor=factor, keep=request.keep,
-                            snapshot=request.snapshot, on_mark=on_mark, accel=accel)  # fmt: skip
+                            snapshot=request.snapshot, on_mark=on_mark, accel=accel, on_fault=on_fault)  # fmt: skip
 
     def boot(
-        self, request: BootRequest, judge: Judge, on_mark: Callable[[StageMark], None] | None = None
+        self,
+        request: BootRequest,
+        judge: Judge,
+        on_mark: Callable[[StageMark], None] | None = None,
+        on_fault: Callable[[FaultEvent], None] | None = None,
     ) -> GuestSession:
         """Prepare and boot a guest for `judge`'s run. Whatever stops the boot is judged at once, while QEMU
         is still there to examine; the session stays with the judge (`judge.session`) for `end_session`."""
-        judge.session = session = self.prepare(request, judge.result.run_dir, on_mark)
+        judge.session = session = self.prepare(request, judge.result.run_dir, on_mark, on_fault)
         judge.result.accel = session.accel
         judge.result.details["ssh_port"] = session.ssh_port
         self.on_phase("booting")

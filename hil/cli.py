@@ -25,6 +25,7 @@ from hil.kept import console_command
 from hil.lifetime import install_signal_handlers
 from hil.results import USAGE_EXIT_CODE, Terminated, signal_exit_code
 from hil.scenario import builtin_names, load_scenario
+from hil.triage.logs import triage_command
 
 terminal = Terminal(stderr=False, highlight=False)
 
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_doctor(commands)
     _add_image(commands)
     _add_bisect(commands)
+    _add_triage(commands)
     return parser
 
 
@@ -183,6 +185,26 @@ def _add_bisect(commands: argparse._SubParsersAction) -> None:
 def _cmd_bisect(args: argparse.Namespace) -> int:
     # Signatures hold brackets ("hang:livelock:[user]") that rich would take for markup.
     return bisect_command(args, Terminal(markup=False, highlight=False))
+
+
+def _add_triage(commands: argparse._SubParsersAction) -> None:
+    triage = commands.add_parser(
+        "triage",
+        help="what hil says about a saved serial log: stages, crashes and faults, the verdict",
+        description="Read a serial log (a run's serial.log, QEMU -serial output, a paste from an issue) and say "
+        "what hil would: the boot stages reached, every crash and program fault with its signature, the verdict. "
+        "Exits as `hil run` would for that verdict.",
+    )
+    triage.add_argument("log", type=Path, help="the log file (- for standard input)")
+    triage.add_argument("--guest", help="the guest profile that printed it (default: guessed from the log)")
+    triage.add_argument("--allow", action="append", default=[], metavar="PROGRAM[:TITLE]",
+                        help="a program whose faults are known (as a scenario's allow_faults)")  # fmt: skip
+    triage.add_argument("--json", action="store_true", help="print the findings as JSON")
+    triage.set_defaults(handler=_cmd_triage)
+
+
+def _cmd_triage(args: argparse.Namespace) -> int:
+    return triage_command(args, terminal)
 
 
 def _cmd_image_reference(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console as Terminal
+from rich.markup import escape
 from rich.status import Status
 from rich.table import Table
 
@@ -23,7 +24,7 @@ from hil.qemu.accel import ACCELERATORS
 from hil.reports import write_reports
 from hil.reports.live import live_progress
 from hil.reports.summary import print_summary
-from hil.results import RUNSET_NAME, Cell, RunResult, RunSetResult, StepResult, StepStatus, Verdict
+from hil.results import RUNSET_NAME, Cell, FaultEvent, RunResult, RunSetResult, StepResult, StepStatus, Verdict
 from hil.runner import RunObserver, RunOptions, check_run, run_scenario
 from hil.runset import RunSetPlan, RunSetRunner, expand_cells, load_suite, new_runset_dir, numbered, suite_names
 from hil.scenario import builtin_names, load_scenario
@@ -297,9 +298,14 @@ class LiveObserver(RunObserver):
 
     def step(self, result: StepResult) -> None:
         style = STEP_STYLE.get(result.status, "red")
-        self.terminal.print(f"  step  [{style}]{result.status:<4}[/] {result.name}  [dim]{result.reason}[/]")
+        self.terminal.print(f"  step  [{style}]{result.status:<4}[/] {escape(result.name)}  "
+                            f"[dim]{escape(result.reason)}[/]")  # fmt: skip
         if result.cases:
             self.terminal.print(cases_table(result))
+
+    def fault(self, event: FaultEvent) -> None:
+        when = f"{event.seconds:6.2f} s" if event.seconds is not None else ""
+        self.terminal.print(f"  fault [red]{escape(event.process or '?'):<10}[/] {when}  {escape(event.summary)}")
 
     def ended(self, result: RunResult) -> None:
         self.result = result
@@ -325,7 +331,8 @@ def cases_table(result: StepResult) -> Table:
         style = "green" if case["status"] in ("pass", "skip") else "yellow" if case.get("allowed_failure") else "red"
         status = "known" if case.get("allowed_failure") else case["status"]
         values = [_metric(metrics.get(name)) for name in present]
-        table.add_row(f"  {case['number']}", case["name"], f"[{style}]{status}[/]", *values, case["reason"])
+        table.add_row(f"  {case['number']}", escape(case["name"]), f"[{style}]{status}[/]", *values,
+                      escape(case["reason"]))  # fmt: skip
     return table
 
 
@@ -364,9 +371,14 @@ def print_result(terminal: Terminal, result: RunResult) -> None:
     if result.timeline and result.verdict != Verdict.PASS:
         terminal.print(timeline_table(result))
     style = VERDICT_STYLE[str(result.verdict)]
-    terminal.print(f"verdict: [{style}]{result.verdict}[/]  {result.reason}", soft_wrap=True)
+    # Reasons and console lines quote the guest ("NAME [bootstrap]", "vCPU 0 in [user]"): never markup.
+    terminal.print(f"verdict: [{style}]{result.verdict}[/]  {escape(result.reason)}", soft_wrap=True)
+    for fault in result.faults:
+        known = "known fault" if fault.allowed else "fault"
+        terminal.print(f"  {known}: {escape(fault.summary)}")
+        terminal.print(f"    [dim]signature {escape(fault.signature)}[/]")
     for line in result.details.get("hang", result.details.get("crash", {})).get("last_lines", [])[-15:]:
-        terminal.print(f"  [dim]| {line}[/]", markup=True, highlight=False)
+        terminal.print(f"  [dim]| {escape(line)}[/]", markup=True, highlight=False)
     snapshot = result.details.get("snapshot")
     if snapshot:
         terminal.print(f"snapshot {snapshot['key']}: {_snapshot_words(snapshot)}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +22,10 @@ from hil.errors import HilError, UsageError
 from hil.guest.ansi import strip_ansi
 from hil.guest.console import CommandTimeout, ConsoleClosed
 from hil.guest.stages import CrashSeen, StageTimeout
-from hil.results import RunResult, StepResult, StepStatus, Terminated, Verdict
+from hil.results import FaultEvent, RunResult, StepResult, StepStatus, Terminated, Verdict, fault_allowed
 from hil.session import DeviceNotSeen, GuestSession
 from hil.triage.collect import collect_crash, explain_exit
-from hil.triage.crash import scrub
+from hil.triage.crash import stable_text
 from hil.triage.hang import HangPlace, TriageOptions, tail_text, triage_hang
 
 TRACEBACK_FILE = "hil-traceback.txt"
@@ -44,9 +45,12 @@ class InFlight:
 class Judge:
     """Judges one run. `session` is set once there is one (triage needs the live guest)."""
 
-    def __init__(self, result: RunResult, triage: TriageOptions | None = None) -> None:
+    def __init__(
+        self, result: RunResult, triage: TriageOptions | None = None, allowed_faults: Sequence[str] = ()
+    ) -> None:
         self.result = result
         self.triage = triage or TriageOptions()
+        self.allowed_faults = tuple(allowed_faults)  # `process` or `process:title`, from the scenario
         self.session: GuestSession | None = None
         self.in_flight: InFlight | None = None
         self.interrupted: InFlight | None = None  # the step an error cut short, once judged
@@ -72,6 +76,26 @@ class Judge:
             result.judged(Verdict.PASS, f"all {planned} steps passed" if planned else "booted; no steps to run")
         else:
             result.judged(Verdict.INFRA, f"only {len(steps)} of {planned} steps ran")
+        if result.verdict in (Verdict.PASS, Verdict.FAIL):
+            self._faults_found()
+
+    def _faults_found(self) -> None:
+        """Programs' faults the guest went on after: a crash unless the scenario allows each of them."""
+        faults = self._recorded_faults()
+        if not faults:
+            return
+        first, result = faults[0], self.result
+        more = f"; {len(faults)} programs' faults in all" if len(faults) > 1 else ""
+        also = f"; also {result.reason}" if result.verdict == Verdict.FAIL else ""
+        result.judged(Verdict.CRASH, f"{first.summary} (a program's fault; the guest went on){more}{also}")
+        result.details["signature"] = first.signature
+
+    def _recorded_faults(self) -> list[FaultEvent]:
+        """Copy the session's faults into the result, marking the allowed ones; returns the others."""
+        self.result.faults = list(self.session.faults) if self.session is not None else []
+        for fault in self.result.faults:
+            fault.allowed = fault_allowed(self.allowed_faults, fault.process, fault.title)
+        return [fault for fault in self.result.faults if not fault.allowed]
 
     def ended_by(self, error: BaseException) -> None:
         """Something ended the run before its steps did. Judges each error once (callers may pass it up)."""
@@ -79,6 +103,7 @@ class Judge:
             return
         first, self._given, self._judged = not self._given, True, error
         self._interrupt_step(error)
+        self._recorded_faults()
         if not first:  # e.g. Ctrl-C during hang triage: the first finding stands, say it was cut short
             self.result.reason += f"; then {describe_stop(error)}"
             return
@@ -108,9 +133,9 @@ class Judge:
         result.timeline = crash.timeline or result.timeline or getattr(self.session, "timeline", None)
         result.details["crash"] = {"stage": crash.stage, "line": crash.line, "pattern": crash.pattern,
                                    "last_lines": crash.last_lines}  # fmt: skip
-        report = collect_crash(self.session) if self.session is not None else None
+        report = collect_crash(self.session, near=crash.line) if self.session is not None else None
         if report is None:
-            result.details["signature"] = f"crash:{scrub(crash.line)[:120]}:unknown"
+            result.details["signature"] = f"crash:{stable_text(crash.line)[:120]}:unknown"
             return
         result.details["crash"].update({**report.as_dict(), "last_lines": self.session.console.recent_lines()})
         result.details["signature"] = report.signature
@@ -170,6 +195,11 @@ class Judge:
         result.details.setdefault("hang", {}).update(report.as_dict())
         if stall is not None:
             result.reason += f" ({stall.why})"
+        faults = self._recorded_faults()
+        if report.crash is None and not report.guest_panicked and faults:  # a program died, then nothing moved
+            result.judged(Verdict.CRASH, f"{faults[0].summary} (then no progress in {place})")
+            result.details["signature"] = faults[0].signature
+            return
         if report.crash is None and not report.guest_panicked:
             result.reason += f"; {report.summary()}"
             result.details["signature"] = report.signature

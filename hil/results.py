@@ -120,6 +120,32 @@ class StepResult:
 
 
 @dataclass
+class FaultEvent:
+    """A program's fault the guest went on after (a Redox daemon's page fault during boot): a crash of the
+    run unless the scenario allows that program's fault (`allow_faults`), when it is shown as known."""
+
+    summary: str  # `Page fault (write) in nulld at 0x2010`
+    title: str
+    process: str | None
+    mode: str | None  # user | kernel
+    signature: str
+    line: str  # the guest's line that ended the fault report
+    seconds: float | None = None  # since QEMU started
+    excerpt: list[str] = field(default_factory=list)
+    allowed: bool = False
+
+
+def fault_allowed(entries: tuple[str, ...] | list[str], process: str | None, title: str) -> bool:
+    """Whether a scenario's `allow_faults` (or `hil triage --allow`) covers a fault: `nulld` allows every fault
+    of nulld, `nulld:Page fault` only that kind, `:panic at src/lib.rs` that kind whatever the program."""
+    for entry in entries:
+        name, _, kind = entry.partition(":")
+        if (not name or name == process) and (name or kind) and title.startswith(kind.strip()):
+            return True
+    return False
+
+
+@dataclass
 class RunResult:
     """One run as it happened; the verdict starts as infra ("did not finish") and is judged at the end."""
 
@@ -137,6 +163,7 @@ class RunResult:
     kept: dict[str, Any] | None = None
     # A user mistake seen only once the run was under way (a damaged package): infra, yet exit 2, not retried.
     usage_error: bool = False
+    faults: list[FaultEvent] = field(default_factory=list)
 
     def judged(self, verdict: Verdict, reason: str) -> None:
         self.verdict, self.reason = verdict, reason

@@ -21,7 +21,7 @@ from hil.judge import STOPS, InFlight, Judge
 from hil.lifetime import signals_deferred
 from hil.paths import new_run_dir, private_dir, writable_dir
 from hil.reports.run_report import write_report
-from hil.results import RunResult, StepResult, StepStatus
+from hil.results import FaultEvent, RunResult, StepResult, StepStatus
 from hil.scenario import Scenario, Step
 from hil.session import GuestSession, PlannedDevice
 from hil.steps import run_step
@@ -58,6 +58,9 @@ class RunObserver(Protocol):
 
     def step(self, result: StepResult) -> None: ...
 
+    def fault(self, event: FaultEvent) -> None:
+        """A program in the guest faulted and the guest went on."""
+
     def ended(self, result: RunResult) -> None:
         """The run is over and report.json written (also when a signal or Ctrl-C is still unwinding)."""
 
@@ -70,6 +73,9 @@ class SilentObserver:
         pass
 
     def step(self, result: StepResult) -> None:
+        pass
+
+    def fault(self, event: FaultEvent) -> None:
         pass
 
     def ended(self, result: RunResult) -> None:
@@ -94,7 +100,7 @@ def run_scenario(scenario: Scenario, options: RunOptions, observer: RunObserver 
     observer = observer or SilentObserver()
     run_dir = private_dir(options.report_dir) if options.report_dir else new_run_dir(scenario.name)
     result = RunResult(scenario.name, options.guest or scenario.guest, run_dir)
-    judge = Judge(result, TriageOptions(dump_guest_memory=options.dump_guest_memory))
+    judge = Judge(result, TriageOptions(dump_guest_memory=options.dump_guest_memory), scenario.allow_faults)
     started = time.monotonic()
     try:
         _run(scenario, options, judge, observer)
@@ -126,7 +132,7 @@ def boot_request(scenario: Scenario, options: RunOptions) -> BootRequest:
 def _run(scenario: Scenario, options: RunOptions, judge: Judge, observer: RunObserver) -> None:
     booter = Booter(observer.phase)
     try:
-        session = booter.boot(boot_request(scenario, options), judge, observer.stage)
+        session = booter.boot(boot_request(scenario, options), judge, observer.stage, observer.fault)
         warm_symbol_cache(session, background=True)  # once per kernel: later hangs, even early ones, get symbols
         _run_steps(session, scenario, judge, observer)
     except BaseException as err:

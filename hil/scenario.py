@@ -114,6 +114,8 @@ class Scenario:
     image_extras: tuple[str, ...] = ()  # the reference guest's image with these extras (tokio's examples)
     timeout_factor: float | None = None
     tags: tuple[str, ...] = ()
+    # Programs whose faults the guest goes on after are known here (`nulld`, or `nulld:Page fault`).
+    allow_faults: tuple[str, ...] = ()
     devices: tuple[DeviceEntry, ...] = ()
     steps: tuple[Step, ...] = field(default_factory=tuple)
 
@@ -156,7 +158,8 @@ def parse_scenario(path: Path) -> Scenario:
     data = read_toml(path)
     if not data:
         raise UsageError(f"{path}: the file is empty. Fix: write a scenario (see `hil list` and hil/scenarios/)")
-    _only_keys(path, "", data, {"name", "description", "guest", "tags", "machine", "budgets", "devices", "steps"})
+    _only_keys(path, "", data, {"name", "description", "guest", "tags", "machine", "budgets", "devices", "steps",
+                                "allow_faults"})  # fmt: skip
     machine = _table(path, data, "machine")
     _only_keys(path, "machine.", machine, {"smp", "memory", "append", "snapshot", "initfs_probe", "image_extras"})
     budgets = _table(path, data, "budgets")
@@ -190,6 +193,7 @@ def parse_scenario(path: Path) -> Scenario:
                                                                        prefix="machine."))),
         timeout_factor=factor,
         tags=tuple(_names(path, "tags", _typed(path, data, "tags", list, []))),
+        allow_faults=tuple(_names(path, "allow_faults", _typed(path, data, "allow_faults", list, []))),
         devices=devices,
         steps=steps,
     )

@@ -30,9 +30,14 @@ from hil.qemu.snapshot import (
     snapshot_key,
     snapshot_lock,
 )
+from hil.results import FaultEvent
+from hil.triage.crash import stable_text
+from hil.triage.parsers import parse_fault
 from hil.triage.watchdog import ProgressWatch, WatchedConsole
 
 SHELL_BUDGET = 30.0
+FAULT_LINES = 200  # how far back a fault report is read (an exception dump is about 40 lines)
+FAULT_EXCERPT = 40
 SSH_GUEST_PORT = 22
 CHECK_INTERVAL = 0.1  # hot-added devices show up within a second; poll often
 
@@ -65,6 +70,7 @@ class GuestSession:
         snapshot: bool = False,
         on_mark: Callable[[StageMark], None] | None = None,
         accel: AccelChoice | None = None,
+        on_fault: Callable[[FaultEvent], None] | None = None,
     ) -> None:
         self.profile = profile
         self.accel = accel
@@ -84,7 +90,11 @@ class GuestSession:
         self.machine = Machine(spec, run_dir, keep=keep)
         self.snapshot_key = snapshot_key(spec, self.run_dir, profile.name) if snapshot else None
         console = Console(self.machine.paths.serial_socket, run_dir / "console.txt", profile.shell,
-                          profile.crash_patterns, raw_log=self.machine.paths.serial_log)  # fmt: skip
+                          profile.crash_patterns, raw_log=self.machine.paths.serial_log,
+                          fault_patterns=profile.fault_patterns)  # fmt: skip
+        console.on_fault = self._fault_seen
+        self.on_fault = on_fault or (lambda event: None)
+        self.faults: list[FaultEvent] = []  # programs' faults the guest went on after
         # Every wait ends on no progress (profile patterns, probe heartbeats), not at a fixed time.
         watch = ProgressWatch(self.machine.paths.serial_log, profile.progress_patterns)
         self.console = WatchedConsole(console, watch)
@@ -220,6 +230,28 @@ class GuestSession:
                 return DeviceSeen(False, check.description, evidence)
             time.sleep(CHECK_INTERVAL)
 
+    def _fault_seen(self, line: str) -> bool:
+        """A program's fault report just ended (`line`): record it; True if it ends the run (a fault in the
+        kernel, or of a program the guest cannot go on without)."""
+        recent = self.console.recent_lines(FAULT_LINES)
+        report = parse_fault(recent, line, self.profile.fault_patterns, _formats(self.profile.crash_format))
+        if report is not None and self.profile.fault_ends_run(report):
+            return True
+        started = self.machine.started_at
+        event = FaultEvent(
+            summary=report.summary if report else stable_text(line),
+            title=report.title if report else "unparsed fault",
+            process=report.process if report else None,
+            mode=report.mode if report else None,
+            signature=report.signature if report else f"crash:{stable_text(line)[:120]}:unknown",
+            line=line,
+            seconds=round(time.monotonic() - started, 3) if started else None,
+            excerpt=report.lines[-FAULT_EXCERPT:] if report else recent[-FAULT_EXCERPT:],
+        )
+        self.faults.append(event)
+        self.on_fault(event)
+        return False
+
     def close(self) -> None:
         self.console.close()
         if self.machine.keep_running:
@@ -252,3 +284,7 @@ def _with_network(devices: list[PlannedDevice]) -> list[PlannedDevice]:
     if any(isinstance(p.device, E1000) for p in devices):
         return devices
     return [*devices, PlannedDevice(E1000("net0"))]
+
+
+def _formats(crash_format: str | None) -> list[str] | None:
+    return [crash_format] if crash_format else None

@@ -408,7 +408,7 @@ def test_redox_kernel_panic() -> None:
     assert report.title == "KERNEL PANIC at src/context/switch.rs"
     assert "held lock" in report.message
     assert report.frame == "kernel::context::switch::switch"
-    assert (report.cpu, report.process, report.pid) == (1, "[init]", 3)
+    assert (report.cpu, report.process, report.pid) == (1, "init", 3)  # the base name, as for exceptions
 
 
 def test_linux_panic_skips_reporting_frames_and_stale_ones() -> None:

@@ -53,6 +53,7 @@ def test_an_invalid_opcode_in_the_bootstrap_is_a_crash_with_the_kernel_dump(tmp_
     assert report["signature"] == "crash:Invalid opcode fault:user:bootstrap"
     crash = report["crash"]
     assert crash["registers"]["RIP"] == "0000000000001100" and crash["process"] == "bootstrap"
+    assert crash["summary"] == "Invalid opcode fault in bootstrap at 0x1100" and crash["program"] == "[bootstrap]"
     assert any("invalid_opcode" in frame for frame in crash["backtrace"])
 
 

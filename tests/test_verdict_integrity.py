@@ -15,6 +15,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_a_run_starts_as_infra_not_pass(tmp_path: Path) -> None:
 
 def test_a_signal_interrupts_the_step_in_flight(tmp_path: Path) -> None:
     judge = Judge(_result(tmp_path))
-    judge.session = object()
+    judge.session = SimpleNamespace(faults=[])
     judge.result.timeline = object()
     judge.in_flight = InFlight("sleeping", "run", time.monotonic())
     judge.ended_by(Terminated(signal.SIGTERM))

@@ -13,6 +13,7 @@ import re
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -100,6 +101,7 @@ class Console:
         shell: ShellDialect | None = None,
         crash_patterns: tuple[str, ...] = (),
         raw_log: Path | None = None,
+        fault_patterns: tuple[str, ...] = (),
     ):
         self.socket_path = socket_path
         self.raw_log = raw_log  # where every byte read from the socket goes, as it came
@@ -110,6 +112,14 @@ class Console:
         self._crash_any = (
             re.compile("|".join(f"(?:{p})" for p in crash_patterns), re.MULTILINE) if crash_patterns else None
         )
+        # A program's fault report ends with one of these lines; the guest goes on. `on_fault(line)` records it
+        # and says whether it ends the run after all (a kernel-mode fault, a program the guest needs).
+        self._fault_any = (
+            re.compile("(?:" + "|".join(f"(?:{p})" for p in fault_patterns) + r")[^\n]*\n", re.MULTILINE)
+            if fault_patterns
+            else None
+        )
+        self.on_fault: Callable[[str], bool] = lambda line: True
         self.activity = "the console"
         self._transcript = open(transcript, "a", encoding="utf-8") if transcript else None  # noqa: SIM115
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
@@ -159,14 +169,48 @@ class Console:
     # --- matching ---------------------------------------------------------------------------------------
 
     def expect(self, patterns: list[str | re.Pattern[str]], timeout: float) -> tuple[int, re.Match[str]]:
-        """Wait for the first of `patterns`; raises TimeoutError, ConsoleClosed or CrashSeen."""
+        """Wait for the first of `patterns`; raises TimeoutError, ConsoleClosed or CrashSeen. A program's fault
+        seen meanwhile goes to `on_fault` and the wait goes on, unless that says the fault ends the run."""
         spawn = self._require_spawn()
         compiled = [re.compile(p) if isinstance(p, str) else p for p in patterns]
         crashes = [self._crash_any] if self._crash_any is not None else []
-        try:
-            index = spawn.expect_list([*compiled, *crashes, pexpect.EOF, pexpect.TIMEOUT], timeout=max(timeout, 0))
-        except OSError as err:
-            raise ConsoleClosed(f"serial console read failed: {err}") from err
+        faults = [self._fault_any] if self._fault_any is not None else []
+        deadline = time.monotonic() + max(timeout, 0)
+        while True:
+            watched = [*compiled, *crashes, *faults, pexpect.EOF, pexpect.TIMEOUT]
+            try:
+                index = spawn.expect_list(watched, timeout=max(deadline - time.monotonic(), 0))
+            except OSError as err:
+                raise ConsoleClosed(f"serial console read failed: {err}") from err
+            if faults and index == len(compiled) + len(crashes):
+                self._fault(line_of(spawn.match))
+                continue
+            if index < len(compiled):
+                self._watch_within(spawn.match.group(0))
+            return self._outcome(index, compiled, crashes, timeout)
+
+    def _fault(self, line: str) -> None:
+        if self.on_fault(line):
+            raise CrashSeen(self._fault_any.pattern if self._fault_any else "", line, self.activity,
+                            self.recent_lines())  # fmt: skip
+
+    def _watch_within(self, matched: str) -> None:
+        """A pattern that takes whole lines (a probe's line reader) wins over the crash and fault patterns on
+        those lines: look for them in what it matched."""
+        if self._crash_any is not None and (crash := self._crash_any.search(matched)):
+            self.drain(CRASH_TAIL_SECONDS)
+            line = line_of(crash)
+            pattern = next((p for p in self.crash_patterns if re.search(p, line)), self._crash_any.pattern)
+            raise CrashSeen(pattern, line, self.activity, self.recent_lines())
+        if self._fault_any is not None:
+            for fault in self._fault_any.finditer(matched if matched.endswith("\n") else matched + "\n"):
+                self._fault(line_of(fault))
+
+    def _outcome(
+        self, index: int, compiled: list[re.Pattern[str]], crashes: list[re.Pattern[str]], timeout: float
+    ) -> tuple[int, re.Match[str]]:
+        spawn = self._require_spawn()
+        faults = 1 if self._fault_any is not None else 0
         if index < len(compiled):
             return index, spawn.match
         if index < len(compiled) + len(crashes):
@@ -176,7 +220,7 @@ class Console:
             line = next((full.strip() for full in reversed(self.recent_lines(400)) if line in full), line)
             pattern = next((p for p in self.crash_patterns if re.search(p, line)), crashes[0].pattern)
             raise CrashSeen(pattern, line, self.activity, self.recent_lines())
-        if index == len(compiled) + len(crashes):
+        if index == len(compiled) + len(crashes) + faults:
             raise ConsoleClosed("the serial console closed (QEMU exited)")
         raise TimeoutError(f"none of {[p.pattern for p in compiled]} within {timeout:.1f} s")
 

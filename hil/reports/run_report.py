@@ -61,6 +61,7 @@ def build_report(result: RunResult, scenario: Scenario | None = None) -> dict[st
         "duration_s": round(result.duration, 3),
         "stages": timeline.as_list() if timeline else [],
         "steps": [asdict(step) for step in result.steps],
+        "faults": [asdict(fault) for fault in result.faults],
         **result.details,
         "kept": result.kept,
         "run_dir": str(result.run_dir),

@@ -36,14 +36,20 @@ COLLECT_LIMIT = 6.0
 
 
 def collect_crash(
-    session: TriageTarget, *, quiet: float = QUIET_SECONDS, limit: float = COLLECT_LIMIT, strict: bool = False
+    session: TriageTarget,
+    *,
+    quiet: float = QUIET_SECONDS,
+    limit: float = COLLECT_LIMIT,
+    strict: bool = False,
+    near: str | None = None,
 ) -> CrashReport | None:
     """Read the rest of a crash dump from the console, parse it, write crash-report.json/.txt.
 
-    `strict`: only a crash matching the profile's crash patterns (else: any crash the parsers know, as when
-    a profile pattern matched a line the parsers do not start a report at)."""
+    `near`: the line that ended the run, to pick its report among several. `strict`: only a crash matching
+    the profile's crash patterns (else: any crash the parsers know, as when a profile pattern matched a line
+    the parsers do not start a report at)."""
     _read_until_quiet(session, quiet, limit)
-    report = console_crash(session) or (None if strict else _any_crash(session))
+    report = console_crash(session, near=near) or (None if strict else _any_crash(session))
     if report is None:
         return None
     _symbolize_rip(report, session)

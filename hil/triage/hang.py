@@ -21,7 +21,7 @@ from hil.guest.profiles import GuestProfile
 from hil.triage.classify import DEFAULT_IDLE_SYMBOLS, Classification, CpuState, Sample, classify, locate
 from hil.triage.crash import CrashReport
 from hil.triage.guest_symbols import resolve_symbols
-from hil.triage.parsers import parse_crash
+from hil.triage.parsers import parse_crashes
 from hil.triage.sampler import DEFAULT_INTERVAL, DEFAULT_SAMPLES, VcpuSnapshot, sample_vcpus
 from hil.triage.symbols import SymbolTable
 from hil.triage.target import TriageTarget
@@ -135,17 +135,24 @@ def idle_symbols_of(profile: GuestProfile) -> Sequence[str]:
     return tuple(profile.idle_symbols or DEFAULT_IDLE_SYMBOLS)
 
 
-def console_crash(session: TriageTarget, tail_bytes: int = 262144) -> CrashReport | None:
-    """A crash the guest printed (per its profile's crash patterns), read from the serial log's tail."""
+def console_crash(session: TriageTarget, tail_bytes: int = 262144, near: str | None = None) -> CrashReport | None:
+    """The crash the guest printed, read from the serial log's tail: the report holding the line `near` (the
+    line that ended the run), else the first one matching the profile's crash patterns (a program's fault the
+    guest went on after is not the crash)."""
     text = strip_ansi(tail_text(session.machine.paths.serial_log, tail_bytes))
     fmt = session.profile.crash_format
-    report = parse_crash(text, [fmt] if fmt else None)
+    reports = parse_crashes(text, [fmt] if fmt else None)
+    if near is not None:
+        holding = [report for report in reports if any(near.strip() in line for line in report.lines)]
+        if holding:
+            return holding[-1]
     patterns = session.profile.crash_patterns
-    # A profile may match any line of the dump (Redox's patterns match its last line, UNHANDLED EXCEPTION).
-    body = "\n".join(report.lines) if report else ""
-    if report is None or (patterns and not any(re.search(p, body, re.MULTILINE) for p in patterns)):
-        return None
-    return report
+    # A profile may match any line of the dump (a panic's first line, an exception's last).
+    for report in reports:
+        body = "\n".join(report.lines)
+        if not patterns or any(re.search(p, body, re.MULTILINE) for p in patterns):
+            return report
+    return None
 
 
 def drain_console(console: WatchedConsole, seconds: float) -> None:

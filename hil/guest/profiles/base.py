@@ -21,6 +21,7 @@ from hil.guest.stages import Stage
 from hil.qemu.accel import KvmProbe
 from hil.qemu.spec import MachineSpec
 from hil.results import Verdict
+from hil.triage.crash import CrashReport
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,11 @@ class GuestProfile(ABC):
     name: str = ""
     description: str = ""
     stages: tuple[Stage, ...] = ()
-    crash_patterns: tuple[str, ...] = ()
+    crash_patterns: tuple[str, ...] = ()  # lines that end a run as a crash (a kernel panic)
+    # Lines that end a program's fault report: the guest goes on, the fault is an event of the run (a crash
+    # unless the scenario allows it), but a fault of one of `fatal_processes`, or in the kernel, ends it.
+    fault_patterns: tuple[str, ...] = ()
+    fatal_processes: tuple[str, ...] = ()
     shell: ShellDialect = ShellDialect()
     probe_binaries: ClassVar[dict[str, str]] = {}
     # Console lines that show progress: waits end after their budget without one (probe heartbeats always count).
@@ -84,10 +89,19 @@ class GuestProfile(ABC):
     crash_format: str | None = None
     # isa-debug-exit QEMU statuses -> verdicts (None: hil's 51 pass / 53 fail).
     debug_exit_verdicts: ClassVar[dict[int, Verdict] | None] = None
+    # A pattern only this guest's logs show, to tell which guest printed a saved log (`hil triage`).
+    log_sign: str = ""
     # What this guest shows for each kind of device it has drivers for (GuestProfile.device_check).
     device_checks: ClassVar[DeviceChecks] = {}
     # The least memory this guest boots in (below it: a hang before the first line, or QEMU refusing).
     min_memory_mb: int = 64
+
+    def fault_ends_run(self, report: CrashReport) -> bool:
+        """A kernel panic, a fault in the kernel, or a fault of a program this guest cannot go on without (a
+        program's own Rust panic names its program only by guess, so it never ends the run by itself)."""
+        if report.kind == "kernel-panic" or report.mode == "kernel":
+            return True
+        return report.kind != "program-panic" and report.process in self.fatal_processes
 
     def check_options(self, options: GuestOptions) -> None:
         """Every mistake in `options` that can be seen without building or booting anything (UsageError)."""

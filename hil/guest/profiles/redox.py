@@ -30,22 +30,41 @@ from hil.store import atomic_write
 PACKAGES_ENV = "HIL_REDOX_PKGS"
 KERNEL_IMAGE_MIB = 64
 
+# The kernel logs `module::path:LEVEL -- message` at whatever level it chose (`kernel:DEBUG -- Env: ...`,
+# `kernel::startup:INFO -- Env: ...`); newer kernels log "Finished initializing devices" at debug level only,
+# so that stage may be missed (the walker marks it so when a later one shows).
+KERNEL_LOG = r"kernel(?:::\S+)?:(?:TRACE|DEBUG|INFO|WARN|ERROR) -- "
+# Userspace daemons log through redox_log: `2026-01-01T00-00-11.187Z [@pcid:252 INFO] PCI ...`, with the daemon's
+# name before the @ when it names itself (`[orbital@orbital::config:114 ERROR]`), or a source path
+# (`[src/initnsmgr.rs:169 WARN]`). Time stamp and tag are optional: older builds printed the message alone.
+USER_TAG = r"\[(?:[\w-]*@[\w:-]+|[\w/.-]+\.rs):\d+\s+\w+\]"
+# The drivers pcid-spawner starts (their redox_log tags show them at work when the spawn line is not logged).
+PCI_DRIVERS = (r"xhcid|nvmed|e1000d|ahcid|ided|rtl8168d|rtl8139d|ixgbed|ihdad|ac97d|sb16d|bgad|virtio-\w+d|"
+               r"usbscsid|usbhidd")
+TIME_STAMP = r"(?:\d{4}-\d\d-\d\dT\S+Z\s+)?"
+USER_LOG = rf"{TIME_STAMP}(?:{USER_TAG}\s+)?"
+
 KERNEL_STAGES = (
-    Stage("kernel", r"kernel::log:INFO -- Logger initialized", 60, "the kernel's logger is up"),
+    Stage("kernel", r"kernel::log:\w+ -- Logger initialized", 60, "the kernel's logger is up"),
     Stage("start", r"Redox OS starting", 15, "the kernel starts"),
-    Stage("memory", r"startup::memory:INFO -- Memory: \d+ MB", 15, "memory map read"),
+    Stage("memory", r":\w+ -- Memory: \d+ MB", 15, "memory map read"),
     Stage("devices", r"Finished initializing devices", 30, "timers, interrupts, ACPI"),
-    Stage("env", r"kernel:INFO -- Env: ", 15, "the bootloader's environment (RedoxFS block, UUID)"),
-    Stage("userspace", r"Bootstrap entry point: [0-9a-f]+", 30, "the initfs bootstrap starts"),
+    # `Env: Ok("RSDP_ADDR=...")`, not the start code's `Env: 204000:204087` (where it lies) that comes earlier.
+    Stage("env", rf'{KERNEL_LOG}Env: (?:Ok\(|"?RSDP)', 15, "the bootloader's environment (RedoxFS block, UUID)"),
+    # Newer kernels log the entry point at debug level: then the first userspace log line shows the hand-off.
+    Stage("userspace", rf"Bootstrap entry point: [0-9a-f]+|^{TIME_STAMP}{USER_TAG}", 30,
+          "the initfs bootstrap starts"),
 )
 
-# Redox kernel exception dumps end with this line (after the fault name, registers and backtrace);
-# matching it rather than the fault name keeps the whole dump in the crash report.
-REDOX_CRASH_PATTERNS = (
-    r"UNHANDLED EXCEPTION, CPU #\d+",
-    r"KERNEL PANIC",
-    r"^kernel::panic",
-)
+# A kernel panic ends the run (`KERNEL PANIC: panicked at ...`; before 2019 `PANIC:` with FILE:/LINE: lines).
+REDOX_CRASH_PATTERNS = (r"KERNEL PANIC", r"^kernel::panic", r"^\s*PANIC: ")
+# An exception dump ends with this line (the fault name, registers and backtrace come first), so matching
+# it keeps the whole dump. A user program's fault does not stop Redox (it goes on to `redox login:`): it is a
+# fault event, unless the faulting program is one the system cannot go on without (FATAL_PROCESSES) or the
+# fault was in the kernel.
+REDOX_FAULT_PATTERNS = (r"UNHANDLED EXCEPTION, CPU #?\d+", r"SIGNAL \d+, CPU \d+, PID ContextId\(",
+                        r"^\s*thread '[^']*'(?: \(\d+\))? panicked at ")  # a program's Rust panic
+FATAL_PROCESSES = ("bootstrap", "init")
 
 
 # What Redox's drivers show when they work: nvmed and usbscsid serve their disks as disk.* schemes,
@@ -91,8 +110,13 @@ class RedoxKernelProfile(GuestProfile):
     description = "a real Redox kernel with an initfs hil provides; stages up to the userspace hand-off"
     stages = KERNEL_STAGES
     crash_patterns = REDOX_CRASH_PATTERNS
-    progress_patterns = (r"^kernel::\S+:(?:INFO|WARN|ERROR|DEBUG|TRACE) -- ",)
+    fault_patterns = REDOX_FAULT_PATTERNS
+    fatal_processes = FATAL_PROCESSES
+    progress_patterns = (rf"^{KERNEL_LOG}",)
     crash_format = "redox"
+    # Its own lines and crash texts of every era (2015's `INT E: Page fault`, 2017's `SIGNAL 11, ... ContextId(`).
+    log_sign = (rf"^{KERNEL_LOG}|Redox OS|UNHANDLED EXCEPTION|KERNEL PANIC|^\s*PANIC: |ContextId\(|"
+                r"^\s*(?:Page|Protection) fault|INT [0-9A-F]{1,2}: \w+ fault|Invalid opcode fault|\bredox\b")
     device_checks: ClassVar[DeviceChecks] = DEVICE_CHECKS
     idle_symbols = ("kernel::run_userspace", "kernel::kmain", "kernel::kmain_ap", "interrupt::halt", "enable_and_halt")
     debug_exit_verdicts: ClassVar[dict[int, Verdict] | None] = {51: Verdict.PASS, 53: Verdict.FAIL}
@@ -173,13 +197,19 @@ class RedoxProfile(RedoxKernelProfile):
     description = "a full Redox image: kernel, initfs daemons and drivers, root RedoxFS, login, ion shell"
     stages = (
         *KERNEL_STAGES,
-        Stage("pci", r"PCI SG-BS:DV\.F", 60, "pcid enumerates PCI"),
-        Stage("drivers", r"pcid-spawner: spawn", 60, "pcid-spawner starts the drivers"),
-        Stage("login", r"redox login: ", 120, "getty's login prompt on the serial console", whole_line=False),
+        Stage("pci", r"PCI SG-BS:DV\.F|\[[\w-]*@pcid\b", 60, "pcid enumerates PCI"),
+        Stage("drivers", rf"pcid-spawner: spawn|\[[\w-]*@(?:{PCI_DRIVERS})\b", 60, "pcid-spawner starts the drivers"),
+        # getty's prompt; an image that logs in by itself greets and gives ion's root prompt instead.
+        Stage("login", r"redox login: |^Welcome to Redox OS!$", 120, "getty's login prompt on the serial console",
+              whole_line=False),
     )
     shell = IonShell()
+    # Userspace: redox_log's `[@crate:line LEVEL]` tags, pcid's listing, getty's prompt.
+    log_sign = rf"redox login:|{USER_TAG}|pcid-spawner|PCI SG-BS:DV\.F|Welcome to Redox OS"
     probe_binaries: ClassVar[dict[str, str]] = {"uring": "hil-uring-probe"}
-    progress_patterns = (*RedoxKernelProfile.progress_patterns, r"^pcid-spawner: ", r"^PCI ")  # from source
+    # Every redox_log line is a daemon at work; unprefixed ones as older builds print them.
+    progress_patterns = (*RedoxKernelProfile.progress_patterns, USER_TAG,
+                         rf"^{USER_LOG}pcid-spawner: ", rf"^{USER_LOG}PCI ")  # fmt: skip
 
     def machine_spec(self, options: GuestOptions) -> MachineSpec:
         spec = super().machine_spec(options)

@@ -82,6 +82,7 @@ class ReferenceProfile(GuestProfile):
     probe_binaries: ClassVar[dict[str, str]] = {"uring": "/usr/bin/hil-uring-probe"}
     progress_patterns = (r"^\[\s*\d+\.\d+\] ", r"^hil-init: ")
     crash_format = "linux"
+    log_sign = r"Linux version \S+|Kernel panic - not syncing|^\s*(?:\[\s*\d+\.\d+\]\s*)?(?:BUG: |Oops: |Call Trace:)"
     device_checks: ClassVar[DeviceChecks] = DEVICE_CHECKS
     crash_patterns = (
         r"Kernel panic - not syncing",
