@@ -67,3 +67,16 @@ def test_a_spinning_bootstrap_is_a_livelock_in_user_space(tmp_path: Path, kernel
     assert all(s["rip"] == "0x1100" for s in samples if s["cpl"] == 3)
     # Kernel-mode samples, if any, are named from the kernel's own symbol table (its timer interrupt entry).
     assert all(s["at"].startswith("kernel::") for s in samples if s["cpl"] == 0)
+
+
+YIELD_LOOP = b"\xb8\x9e\x00\x00\x00\x0f\x05\xeb\xf7"  # mov eax, SYS_YIELD (158); syscall; jmp back
+
+
+def test_a_bootstrap_yielding_in_a_loop_is_a_user_loop_not_a_kernel_livelock(
+    tmp_path: Path, kernel_symbols: Path
+) -> None:
+    report = _run(tmp_path, YIELD_LOOP)
+    assert report["verdict"] == "hang", report["reason"]
+    assert report["hang"]["classification"] == "user-loop", report["hang"]["explanation"]
+    assert report["signature"].startswith("hang:user-loop:")
+    assert "re-entering the kernel" in report["reason"]

@@ -6,6 +6,10 @@
   a lock, a retry loop). A vCPU in user mode (CPL 3) across the samples counts as spinning in the
   pseudo-function `[user]`: user programs have no symbols here, and a process burning a CPU forever
   while the console stays silent is the same story seen from the kernel (its CR3 is kept as evidence).
+- user-loop: a vCPU spins in the kernel, but its samples are in two or more address spaces (CR3): it keeps
+  switching contexts, so a user program is re-entering the kernel in a loop (sched_yield, a sleep, a poll)
+  rather than the kernel spinning on its own. Seen on Redox: a bootstrap calling yield in a loop samples
+  at kernel::time::monotonic (the scheduler reading the clock), alternating its own CR3 and the kernel's.
 - running-but-silent: vCPUs run, but through different functions: the guest works on something without
   telling anyone (a slow path, a storm of interrupts, output going elsewhere).
 
@@ -69,6 +73,7 @@ class CpuState:
     function: str | None  # the spinning (or dominant) function
     idle_share: float
     functions: dict[str, int] = field(default_factory=dict)
+    address_spaces: list[str] = field(default_factory=list)  # the CR3s its busy kernel samples ran in
 
 
 @dataclass
@@ -112,6 +117,12 @@ def classify(per_cpu: dict[int, list[Sample]], idle_symbols: Sequence[str] = DEF
     spinning = sorted({c.function for c in cpus if c.state == "spinning" and c.function})
     if all(c.state == "idle" for c in cpus):
         return Classification("deadlock/idle", [], cpus, "every vCPU is halted or in the idle loop")
+    looping = [c for c in cpus if c.state == "spinning" and c.function != USER_FUNCTION and len(c.address_spaces) > 1]
+    if spinning and len(looping) == sum(c.state == "spinning" for c in cpus):
+        where = ", ".join(f"vCPU {c.cpu} in {c.function} switching between address spaces "
+                          f"{' and '.join(c.address_spaces)}" for c in looping)  # fmt: skip
+        explanation = f"a user program keeps re-entering the kernel (a yield, sleep or poll loop): {where}"
+        return Classification("user-loop", spinning, cpus, explanation)
     if spinning:
         where = ", ".join(f"vCPU {c.cpu} in {c.function}" for c in cpus if c.state == "spinning")
         return Classification("livelock", spinning, cpus, f"spinning without halting: {where}")
@@ -132,4 +143,5 @@ def _cpu_state(cpu: int, samples: list[Sample], idle_symbols: Sequence[str]) -> 
     top, top_count = max(counts.items(), key=lambda item: (item[1], item[0] == USER_FUNCTION))
     considered = len(samples) - (len(busy) - len(pool))
     state = "spinning" if top_count / considered >= SPIN_SHARE else "running"
-    return CpuState(cpu, state, top, round(idle_share, 2), functions)
+    spaces = sorted({f"{s.registers.cr3 & ~0xFFF:#x}" for s in pool if not s.registers.user_mode})
+    return CpuState(cpu, state, top, round(idle_share, 2), functions, spaces)

@@ -68,8 +68,8 @@ class HangReport:
     @property
     def signature(self) -> str:
         kind = self.classification.kind
-        if kind == "livelock":
-            return f"hang:livelock:{'+'.join(self.classification.spinning)}"
+        if kind in ("livelock", "user-loop"):
+            return f"hang:{kind}:{'+'.join(self.classification.spinning)}"
         return f"hang:{kind}:{self.place}"
 
     def summary(self) -> str:
