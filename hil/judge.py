@@ -139,6 +139,7 @@ class Judge:
             return
         result.details["crash"].update({**report.as_dict(), "last_lines": self.session.console.recent_lines()})
         result.details["signature"] = report.signature
+        result.judged(Verdict.CRASH, f"{report.summary} (during {crash.stage})")  # the fault, not the log line
 
     def _device_not_seen(self, error: DeviceNotSeen) -> None:
         self.result.judged(Verdict.FAIL, str(error))

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from hil.image.redox.initfs import build_initfs
+from hil.initfs_probe.layout import initfs_from_elf
 from hil.runner import RunOptions, run_scenario
 from hil.scenario import load_scenario
 
@@ -80,3 +82,39 @@ def test_a_bootstrap_yielding_in_a_loop_is_a_user_loop_not_a_kernel_livelock(
     assert report["hang"]["classification"] == "user-loop", report["hang"]["explanation"]
     assert report["signature"].startswith("hang:user-loop:")
     assert "re-entering the kernel" in report["reason"]
+
+
+WRITE_THROUGH_NULL = """
+    .section .text.entry, "ax"
+    .globl _start
+_start:
+    jmp write_through_null
+    .text
+    .globl write_through_null
+    .type write_through_null, @function
+write_through_null:
+    movb $1, 0
+    .size write_through_null, . - write_through_null
+"""
+
+
+def test_a_user_fault_is_named_by_its_function_from_the_programs_elf(tmp_path: Path) -> None:
+    """The issue's own example: a bootstrap that writes through a null pointer, with its ELF beside the
+    initfs as hil's probe keeps its own."""
+    source, elf = tmp_path / "null.S", tmp_path / "null.elf"
+    source.write_text(WRITE_THROUGH_NULL)
+    script = Path(__file__).resolve().parent.parent / "hil" / "initfs_probe" / "src" / "initfs.ld"
+    subprocess.run(["gcc", "-nostdlib", "-static", "-no-pie", "-T", str(script), "-o", str(elf), str(source)],
+                   check=True, capture_output=True)  # fmt: skip
+    initfs = tmp_path / "null.initfs"
+    initfs.write_bytes(initfs_from_elf(elf.read_bytes()))
+    options = RunOptions(guest="redox-kernel", packages=os.environ["HIL_REDOX_PKGS"], initfs=initfs,
+                         accel="tcg", timeout_factor=0.2, report_dir=tmp_path / "run")  # fmt: skip
+    run_scenario(load_scenario("kernel-smoke"), options)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["verdict"] == "crash", report["reason"]
+    crash = report["crash"]
+    assert crash["symbol"] == "write_through_null"
+    assert crash["summary"].startswith("Page fault (write to 0x0) in bootstrap at 0x20")
+    assert crash["summary"].endswith(" write_through_null")
+    assert report["signature"] == "crash:Page fault:user:bootstrap:write_through_null"

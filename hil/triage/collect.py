@@ -24,6 +24,7 @@ from hil.triage.crash import CrashReport, scrub
 from hil.triage.guest_symbols import resolve_symbols
 from hil.triage.hang import console_crash, drain_console, tail_text
 from hil.triage.parsers import parse_crash
+from hil.triage.symbols import SymbolTable
 from hil.triage.target import TriageTarget
 
 CRASH_JSON = "crash-report.json"
@@ -82,9 +83,15 @@ def _size(path: Path) -> int:
 
 
 def _symbolize_rip(report: CrashReport, session: TriageTarget) -> None:
-    """A kernel-mode fault whose dump names no function: look its RIP up in the kernel's symbols."""
+    """Name the function the faulting instruction is in: a kernel-mode fault's from the kernel's symbols, a
+    user program's from its ELF where the profile has one (then the place joins the signature)."""
     rip = report.registers.get("RIP", "")
-    if report.mode != "kernel" or not rip or not all(c in "0123456789abcdefABCDEF" for c in rip):
+    if not rip or not all(c in "0123456789abcdefABCDEF" for c in rip):
+        return
+    if report.mode == "user":
+        _symbolize_user_rip(report, session, int(rip, 16))
+        return
+    if report.mode != "kernel":
         return
     try:
         symbols = resolve_symbols(session, fetch=False)
@@ -96,6 +103,20 @@ def _symbolize_rip(report: CrashReport, session: TriageTarget) -> None:
     if location.symbol:
         report.registers["RIP_at"] = str(location)
         report.frame = report.frame or location.symbol
+
+
+def _symbolize_user_rip(report: CrashReport, session: TriageTarget, rip: int) -> None:
+    try:
+        elf = session.profile.program_symbols(session.options, report.process)
+        table = SymbolTable.from_elf(elf) if elf is not None else None
+    except Exception:  # symbols are a bonus
+        return
+    location = table.lookup(rip) if table else None
+    if location is not None and location.symbol:
+        report.symbol = location.symbol
+        report.registers["RIP_at"] = str(location)
+        if report.frame == f"user:{report.process}":
+            report.frame = f"user:{report.process}:{location.symbol}"
 
 
 def write_crash_report(report: CrashReport, run_dir: Path) -> None:

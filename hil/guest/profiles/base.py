@@ -148,6 +148,10 @@ class GuestProfile(ABC):
         """A kernel ELF with a symbol table for hang triage (None: kallsyms over SSH where the guest has it)."""
         return None
 
+    def program_symbols(self, options: GuestOptions, process: str | None) -> Path | None:
+        """An ELF with symbols for the user program `process` (to name where a user-mode fault was), if any."""
+        return None
+
     def ssh_access(self, options: GuestOptions) -> SshAccess | None:
         """How to log in over SSH, where the guest runs an SSH server."""
         return None

@@ -170,6 +170,14 @@ class RedoxKernelProfile(GuestProfile):
                 return None
         return target
 
+    def program_symbols(self, options: GuestOptions, process: str | None) -> Path | None:
+        """The bootstrap's ELF: hil's probe keeps it beside its initfs (NAME.elf); a user's initfs may too."""
+        if process != "bootstrap":
+            return None
+        initfs = self.default_initfs(RedoxOptions.of(options))
+        elf = initfs.with_suffix(".elf") if initfs is not None else None
+        return elf if elf is not None and elf.is_file() else None
+
     def prepare_shell(self, console: Console, timeout: float) -> None:
         """Nothing to prepare: after the hand-off the initfs runs on its own, without a shell."""
 
