@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from hil.errors import UsageError
+from hil.store import atomic_write
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -95,8 +96,10 @@ def new_socket_dir() -> Path:
 
 def add_socket_owner(folder: Path, pid: int) -> None:
     """`pid` uses the sockets in `folder`; the folder stays while any owner lives (QEMU of a kept VM)."""
-    with open(folder / SOCKET_OWNERS, "a", encoding="ascii") as owners:
-        owners.write(f"{pid} {_start_time(pid)}\n")
+    path = folder / SOCKET_OWNERS
+    known = path.read_text(encoding="ascii") if path.exists() else ""
+    # Replaced whole, never appended to: a sweeping hil must not read a half-written (or empty) list.
+    atomic_write(path, f"{known}{pid} {_start_time(pid)}\n", mode=0o600)
 
 
 def remove_stale_socket_dirs(base: Path) -> list[Path]:
@@ -116,6 +119,8 @@ def _stale(folder: Path) -> bool:
     except FileNotFoundError:
         return time.time() - folder.stat().st_mtime > UNOWNED_GRACE_SECONDS
     owners = [line.split() for line in lines if line.strip()]
+    if not owners:  # being made right now (older hil versions appended to an empty file)
+        return time.time() - folder.stat().st_mtime > UNOWNED_GRACE_SECONDS
     return not any(len(owner) == 2 and _start_time(int(owner[0])) == owner[1] for owner in owners)
 
 

@@ -165,8 +165,8 @@ def test_an_elf_without_a_symbol_table_gives_none(tiny_elf: Path, tmp_path: Path
 # --- classification ---------------------------------------------------------------------------------------------
 
 
-def _regs(cpu: int, rip: int, *, halted: bool = False, cpl: int = 0) -> VcpuRegisters:
-    return VcpuRegisters(cpu, rip, 0, 0x246, 0x1000, cpl, halted, True)
+def _regs(cpu: int, rip: int, *, halted: bool = False, cpl: int = 0, cr3: int = 0x1000) -> VcpuRegisters:
+    return VcpuRegisters(cpu, rip, 0, 0x246, cr3, cpl, halted, True)
 
 
 TABLE = SymbolTable.from_kallsyms(
@@ -473,3 +473,13 @@ def test_escape_sequences_do_not_hide_a_crash() -> None:
     coloured = "\x1b[1;31mInvalid opcode fault\x1b[0m\r\nRIP:   0000000000001100\r\n"
     report = parse_crash(coloured)
     assert report is not None and report.title == "Invalid opcode fault"
+
+
+def test_a_kernel_busy_in_two_address_spaces_is_a_user_loop() -> None:
+    """A yield loop: the scheduler runs for the program and for the idle context in turn (two CR3s)."""
+    rips = [0xFFFFFFFF81000110, 0xFFFFFFFF81000110, 0xFFFFFFFF81000210, 0xFFFFFFFF81000110, 0xFFFFFFFF81000120]
+    samples = [locate(_regs(0, rip, cr3=0x101000 if i % 2 else 0x7FC50000), TABLE) for i, rip in enumerate(rips)]
+    result = classify({0: samples})
+    assert result.kind == "user-loop" and result.cpus[0].address_spaces == ["0x101000", "0x7fc50000"]
+    one_space = [locate(_regs(0, rip, cr3=0x101000), TABLE) for rip in rips]
+    assert classify({0: one_space}).kind == "livelock"  # the same samples in one context: a kernel spin

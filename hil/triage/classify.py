@@ -6,7 +6,7 @@
   a lock, a retry loop). A vCPU in user mode (CPL 3) across the samples counts as spinning in the
   pseudo-function `[user]`: user programs have no symbols here, and a process burning a CPU forever
   while the console stays silent is the same story seen from the kernel (its CR3 is kept as evidence).
-- user-loop: a vCPU spins in the kernel, but its samples are in two or more address spaces (CR3): it keeps
+- user-loop: a busy vCPU is in the kernel, but its samples are in two or more address spaces (CR3): it keeps
   switching contexts, so a user program is re-entering the kernel in a loop (sched_yield, a sleep, a poll)
   rather than the kernel spinning on its own. Seen on Redox: a bootstrap calling yield in a loop samples
   at kernel::time::monotonic (the scheduler reading the clock), alternating its own CR3 and the kernel's.
@@ -117,12 +117,13 @@ def classify(per_cpu: dict[int, list[Sample]], idle_symbols: Sequence[str] = DEF
     spinning = sorted({c.function for c in cpus if c.state == "spinning" and c.function})
     if all(c.state == "idle" for c in cpus):
         return Classification("deadlock/idle", [], cpus, "every vCPU is halted or in the idle loop")
-    looping = [c for c in cpus if c.state == "spinning" and c.function != USER_FUNCTION and len(c.address_spaces) > 1]
-    if spinning and len(looping) == sum(c.state == "spinning" for c in cpus):
-        where = ", ".join(f"vCPU {c.cpu} in {c.function} switching between address spaces "
+    busy = [c for c in cpus if c.state != "idle"]
+    looping = [c for c in busy if c.function != USER_FUNCTION and len(c.address_spaces) > 1]
+    if looping and len(looping) == len(busy):
+        where = ", ".join(f"vCPU {c.cpu} mostly in {c.function}, switching between address spaces "
                           f"{' and '.join(c.address_spaces)}" for c in looping)  # fmt: skip
         explanation = f"a user program keeps re-entering the kernel (a yield, sleep or poll loop): {where}"
-        return Classification("user-loop", spinning, cpus, explanation)
+        return Classification("user-loop", sorted({c.function for c in looping if c.function}), cpus, explanation)
     if spinning:
         where = ", ".join(f"vCPU {c.cpu} in {c.function}" for c in cpus if c.state == "spinning")
         return Classification("livelock", spinning, cpus, f"spinning without halting: {where}")
