@@ -344,9 +344,11 @@ def _check_plug(path: Path, where: str, kind: str, entry: DeviceEntry, plugged: 
         raise ScenarioError(path, where, f"{device.describe()} cannot be (un)plugged at run time",
                             "only nvme, usb-storage, usb-kbd and usb-tablet devices can")  # fmt: skip
     if kind == "hotplug" and device.id in plugged:
-        state = "present from boot" if entry.at_boot else "added by an earlier step and not removed"
-        raise ScenarioError(path, where, f"{device.describe()} is {state}",
-                            'declare it with plug = "hotplug", or unplug it first')  # fmt: skip
+        if entry.at_boot:
+            raise ScenarioError(path, where, f"{device.describe()} is present from boot",
+                                'declare it with plug = "hotplug", or unplug it first')  # fmt: skip
+        raise ScenarioError(path, where, f"{device.describe()} is added by an earlier step and not removed",
+                            "add an unplug step for it between the two")  # fmt: skip
     if kind == "unplug" and device.id not in plugged:
         raise ScenarioError(path, where, f"{device.describe()} is not plugged in at this point",
                             "add a hotplug step for it before this one")  # fmt: skip

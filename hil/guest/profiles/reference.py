@@ -159,9 +159,10 @@ class ReferenceProfile(GuestProfile):
 
     def _given_image(self, path: Path) -> reference_image.ReferenceImage:
         if not path.is_dir():
-            raise UsageError(f"--image {path}: the reference guest takes a folder made by `hil image reference` "
+            raise UsageError(f"--image {path}: is not a folder. Fix: give a folder made by `hil image reference` "
                              "(with manifest.json, vmlinux, initramfs)")  # fmt: skip
         image = reference_image.load_reference_from(path)
         if image is None:
-            raise UsageError(f"--image {path}: not a complete reference guest (manifest.json missing?)")
+            raise UsageError(f"--image {path}: not a complete reference guest (no valid manifest.json). "
+                             "Fix: give a folder made by `hil image reference`")
         return image
