@@ -28,7 +28,7 @@ from hil.reports.facts import (
     ready_seconds,
     triage_text,
 )
-from hil.results import CellResult, RunSetResult, Verdict
+from hil.results import CaseStatus, CellResult, RunSetResult, Verdict
 
 # XML 1.0 forbids most control characters; a guest's console can print any byte.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -136,9 +136,9 @@ def _probe_case(result: CellResult, probe: ProbeCase) -> TestCase:
         case.add_property(metric, _xml_safe(str(entry.get("raw", entry.get("value")))))
         if entry.get("unit"):
             case.add_property(f"{metric}.unit", _xml_safe(str(entry["unit"])))
-    if probe.status == "skip":
+    if probe.status == CaseStatus.SKIP:
         case.result = [Skipped(_xml_safe(probe.reason))]
-    elif probe.status != "pass":
+    elif probe.status != CaseStatus.PASS:
         failure = Failure(_xml_safe(probe.reason or probe.status), probe.status)
         failure.text = _xml_safe(f"probe case {probe.number} {probe.name}: {probe.status} {probe.reason}")
         case.result = [failure]

@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from hil.results import CellResult, RunSetResult
+from hil.results import CellResult, RunSetResult, Verdict
 from hil.runset import RunSetRunner, new_runset_dir
 from hil.tokio.drivers import DRIVER_DIR, Driver
 from hil.tokio.suite import DEFAULT_SMP, tokio_plan
@@ -49,7 +49,7 @@ class MatrixResult:
 
     @property
     def ok(self) -> bool:
-        return all(cell.status in ("pass", SKIP) for cell in self.cells)
+        return all(cell.status in (Verdict.PASS, SKIP) for cell in self.cells)
 
 
 def run_matrix(
@@ -129,15 +129,15 @@ def _cell_text(cell: Cell | None) -> str:
     if cell is None:
         return "-"
     style = STATUS_STYLE.get(cell.status, "")
-    seconds = f" {cell.seconds:.1f}s" if cell.status not in ("skip",) and cell.seconds else ""
+    seconds = f" {cell.seconds:.1f}s" if cell.status != SKIP and cell.seconds else ""
     return f"[{style}]{cell.status}[/]{seconds}"
 
 
 def print_result(result: MatrixResult, console: Console) -> None:
     console.print(matrix_table(result))
     for cell in result.cells:
-        if cell.status != "pass" and not (cell.status == "skip" and cell.smp != result.smp_values[0]):
-            where = "" if cell.status == "skip" else f" @ smp {cell.smp}"
+        if cell.status != Verdict.PASS and not (cell.status == SKIP and cell.smp != result.smp_values[0]):
+            where = "" if cell.status == SKIP else f" @ smp {cell.smp}"
             console.print(f"  [{STATUS_STYLE.get(cell.status, '')}]{cell.status}[/] {cell.example}{where}: "
                           f"{cell.reason}", soft_wrap=True)  # fmt: skip
     verdict = "[bold green]pass[/]" if result.ok else "[bold red]fail[/]"
