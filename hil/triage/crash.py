@@ -50,9 +50,11 @@ class CrashReport:
         words = [self.title + (f" ({detail})" if detail else "")]
         if self.process:
             words.append(f"in {self.process}")
-        rip = self.registers.get("RIP")
-        if rip:
+        rip = self.registers.get("RIP", "")
+        if _HEX_VALUE.fullmatch(rip):  # Redox prints the address; Linux's RIP line already names the function
             words.append(f"at {int(rip, 16):#x}" + (f" {self.symbol}" if self.symbol else ""))
+        elif rip:
+            words.append(f"at {rip}")
         elif self.frame and not self.frame.startswith("user"):
             words.append(f"in {self.frame}")
         return " ".join(words)
@@ -63,6 +65,7 @@ class CrashReport:
 
 # --- helpers shared by the parsers ---------------------------------------------------------------------------
 
+_HEX_VALUE = re.compile(r"(?:0x)?[0-9a-fA-F]+")
 _LONG_HEX = re.compile(r"\b(?:0x)?[0-9a-fA-F]{8,}\b")
 _SHORT_HEX = re.compile(r"\b0x[0-9a-fA-F]+\b")
 
