@@ -27,12 +27,18 @@ import re
 from hil.triage.classify import normalize_function
 from hil.triage.crash import CrashReport, first_meaningful, scrub
 
-_PREFIX = r"^(?:<\d>)?(?:\[\s*\d+\.\d+\]\s*)?(?:\[\s*[CT]\d+\]\s*)?"
+# What comes before the kernel's own text on a saved line: a syslog or journal prefix (`Jan  2 10:00:01 host
+# kernel: `, an ISO time), a printk level (`<4>`), a timestamp (`[  12.345678]`, dmesg -H's `[ +0.000003]`,
+# dmesg -T's `[Mon Jan  2 10:00:01 2024]`) and a caller id (`[  T123]`, `[ C48]`).
+_SYSLOG = r"(?:(?:\w{3} [ \d]\d [\d:]{8}|\d{4}-\d\d-\d\dT[\d:.]+(?:[+-][\d:]+|Z)?) \S+ kernel: ?)"
+_TIME = r"(?:\[\s*[+]?\d+\.\d+\]|\[\w{3} \w{3} [ \d]\d [\d:]{8} \d{4}\]|\[\w{3}\d\d [\d:]{5}\])"
+_PREFIX = rf"^{_SYSLOG}?(?:<\d>)?(?:{_TIME}\s*)?(?:\[\s*[CT]\d+\]\s*)?"
 _TITLES: list[tuple[str, re.Pattern[str]]] = [
     (kind, re.compile(_PREFIX + pattern))
     for kind, pattern in (
         ("panic", r"(?P<t>Kernel panic - not syncing: .*)"),
-        ("lockup", r"(?:watchdog: )?(?P<t>BUG: soft lockup.*)"),
+        ("lockup", r"(?:(?:NMI )?watchdog: )?(?P<t>BUG: soft lockup.*)"),
+        ("lockup", r"(?P<t>(?:NMI )?[Ww]atchdog detected hard LOCKUP.*)"),
         ("bug", r"(?P<t>BUG: .*)"),
         ("bug", r"(?P<t>kernel BUG at .*)"),
         ("oops", r"(?P<t>general protection fault.*)"),
@@ -43,11 +49,13 @@ _TITLES: list[tuple[str, re.Pattern[str]]] = [
         ("rcu-stall", r"(?:rcu: )?(?P<t>INFO: rcu\w* detected (?:\w+ )?stalls?.*)"),
     )
 ]
-_RIP = re.compile(_PREFIX + r"RIP: (?P<cs>[0-9a-f]{4}):(?P<at>\S+)")
+_OLD_ADDRESS = r"(?:\[<[0-9a-f]+>\]\s+)"  # 4.x and older print each frame's address first
+_RIP = re.compile(_PREFIX + rf"RIP: (?P<cs>[0-9a-f]{{4}}):{_OLD_ADDRESS}{{0,2}}(?P<at>\S+)")
 _TASK = re.compile(_PREFIX + r"CPU: (?P<cpu>\d+) (?:UID: \d+ )?PID: (?P<pid>\d+) Comm: (?P<comm>\S+)")
 _REGISTER = re.compile(r"\b(?P<name>[A-Z][A-Z0-9]{1,5}): (?:[0-9a-f]{4}:)?(?P<value>[0-9a-f]{8,16})\b")
 _CALL_TRACE = re.compile(_PREFIX + r"\s*Call Trace:")
-_FRAME = re.compile(_PREFIX + r"\s*(?P<stale>\? )?(?P<fn>[\w.$]+)\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[(?P<mod>\w+)\])?\s*$")
+_FRAME = re.compile(_PREFIX + rf"\s*{_OLD_ADDRESS}?(?P<stale>\? )?"
+                    r"(?P<fn>[\w.$]+)\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[(?P<mod>\w+)\])?\s*$")
 _TRACE_MARK = re.compile(_PREFIX + r"\s*</?(?:TASK|IRQ|NMI|SOFTIRQ|EOI)>\s*$")
 _END = re.compile(r"---\[ end (?:trace|Kernel panic)")
 # The task's user-mode registers, the code bytes or the end of the task part end a call trace.
@@ -89,6 +97,7 @@ def normalize_title(title: str) -> str:
     title = re.sub(r"\+0x[0-9a-f]+/0x[0-9a-f]+", "", title)
     title = re.sub(r"(, probably for non-canonical address .*|: [0-9a-f]{4} \[#\d+\].*)$", "", title)
     title = re.sub(r",? (?:for )?address:? .*$", "", title)
+    title = re.sub(r"^(BUG: unable to handle kernel [\w ]+?) at \S+$", r"\1", title)  # 4.x and older
     title = re.sub(r" \[#\d+\].*$", "", title)
     title = re.sub(r"^(BUG: soft lockup) - .*$", r"\1", title)
     title = re.sub(r"^(kernel BUG at [^:]+):\d+!?$", r"\1", title)
