@@ -13,7 +13,7 @@ from rich.markup import escape
 from hil import __version__
 from hil.argtypes import Parser, positive_float, positive_int, probability
 from hil.bisect import bisect_command
-from hil.cli_run import add_run_arguments, exit_code_table, run_command
+from hil.cli_run import add_run_arguments, exit_code_table, merge_command, run_command
 from hil.doctor import doctor_command
 from hil.errors import HilError
 from hil.guest.profiles import get_profile, profile_names
@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_image(commands)
     _add_bisect(commands)
     _add_triage(commands)
+    _add_report(commands)
     return parser
 
 
@@ -201,6 +202,36 @@ def _add_triage(commands: argparse._SubParsersAction) -> None:
                         help="a program whose faults are known (as a scenario's allow_faults)")  # fmt: skip
     triage.add_argument("--json", action="store_true", help="print the findings as JSON")
     triage.set_defaults(handler=_cmd_triage)
+
+
+def _add_report(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser("report", help="reports made from finished runs: merge shards")
+    kinds = report.add_subparsers(title="reports", metavar="KIND", parser_class=Parser)
+    merged = kinds.add_parser(
+        "merge",
+        help="one run set, JUnit and HTML report from the folders of `hil run --shard K/N`",
+        description="Merge run sets (the shards of one plan, or any) into one runset.json and, if asked, one "
+        "JUnit file and one HTML report; every run's artifacts stay in its shard's folder and are linked. "
+        "The verdict is the worst of all; shards that split the plan differently, a missing shard or a run "
+        "missing or run twice make it infra. Exits as `hil run` would for that verdict.",
+    )
+    merged.add_argument("folders", nargs="+", type=Path, metavar="DIR",
+                        help="a shard's --report-dir (holding runset.json), or a folder of them")  # fmt: skip
+    merged.add_argument("--out", type=Path, help="where the merged runset.json goes (default: a new folder)")
+    merged.add_argument("--name", help="the merged set's name (default: the first shard's)")
+    merged.add_argument("--junit", type=Path, metavar="FILE", help="write one JUnit XML report")
+    merged.add_argument("--html", type=Path, metavar="DIR", help="write one HTML report")
+    merged.set_defaults(handler=_cmd_report_merge)
+    report.set_defaults(handler=lambda args: _usage(report))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return USAGE_EXIT_CODE
+
+
+def _cmd_report_merge(args: argparse.Namespace) -> int:
+    return merge_command(args, terminal)
 
 
 def _cmd_triage(args: argparse.Namespace) -> int:

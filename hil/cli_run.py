@@ -28,6 +28,7 @@ from hil.results import RUNSET_NAME, Cell, FaultEvent, RunResult, RunSetResult, 
 from hil.runner import RunObserver, RunOptions, check_run, run_scenario
 from hil.runset import RunSetPlan, RunSetRunner, expand_cells, load_suite, new_runset_dir, numbered, suite_names
 from hil.scenario import builtin_names, load_scenario
+from hil.shard import Shard, load_durations, merge, parse_shard, record_durations, shard_cells
 from hil.tokio.suite import SUITE_NAME as TOKIO_SUITE
 from hil.tokio.suite import tokio_plan
 
@@ -87,6 +88,15 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
                         help="re-run a run whose verdict is infra up to N times")  # fmt: skip
     runset.add_argument("--only", type=argtypes.names, metavar="NAMES",
                         help="a suite's runs of these scenarios only (tokio-examples: examples)")  # fmt: skip
+    runset.add_argument("--shard", type=_shard_arg, metavar="K/N",
+                        help="run part K of N of the set (CI jobs); `hil report merge` joins the parts")  # fmt: skip
+
+
+def _shard_arg(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -177,7 +187,9 @@ def runset_requested(args: Any) -> bool:
     """More than one run asked for: a suite, several scenarios, several smp values or repeats."""
     scenarios = list(getattr(args, "scenario", None) or [])
     smp = list(getattr(args, "smp", None) or [None])
-    return bool(getattr(args, "suite", None)) or len(scenarios) * len(smp) * getattr(args, "repeat", 1) > 1
+    if getattr(args, "suite", None) or getattr(args, "shard", None):
+        return True
+    return len(scenarios) * len(smp) * getattr(args, "repeat", 1) > 1
 
 
 # Suites made by code rather than read from a TOML file: name -> (smp values, --only names) -> plan.
@@ -224,7 +236,11 @@ def plan_from_args(args: Any) -> RunSetPlan:
     jobs = args.jobs or (suite.jobs if suite else os.cpu_count() or 1)
     retry = args.retry_infra if args.retry_infra is not None else (suite.retry_infra if suite else 0)
     common = (*suite.common_args, *common) if suite else common
-    return RunSetPlan(name, tuple(numbered(cells)), jobs, retry, common, suite.skipped if suite else ())
+    cells, shard = numbered(cells), None
+    if args.shard:  # the whole plan is numbered first, so a cell's id is the same in every shard
+        cells, shard = shard_cells(cells, args.shard, load_durations())
+        name = f"{name}-shard{args.shard.index}of{args.shard.total}"
+    return RunSetPlan(name, tuple(cells), jobs, retry, common, suite.skipped if suite else (), shard)
 
 
 def _name_of(cells: list[Cell]) -> str:
@@ -239,8 +255,10 @@ def runset_command(args: Any, terminal: Any) -> int:
     for cell in plan.cells:
         check_cell(cell, plan)
     root = writable_dir("--report-dir", args.report_dir) if args.report_dir else new_runset_dir(plan.name)
+    part = f" (shard {plan.shard['index']}/{plan.shard['total']} of {len(plan.shard['plan'])} runs, " \
+        f"estimated {plan.shard['estimated_s']:.0f} s)" if plan.shard else ""
     terminal.print(
-        f"hil run set [bold]{plan.name}[/]: {len(plan.cells)} runs, {plan.jobs} at once, "
+        f"hil run set [bold]{escape(plan.name)}[/]: {len(plan.cells)} runs{part}, {plan.jobs} at once, "
         f"infra retries {plan.retry_infra} -> {root}",
         soft_wrap=True,
     )
@@ -253,6 +271,7 @@ def runset_command(args: Any, terminal: Any) -> int:
         if runner.result is not None:
             _publish(runner.result, args, terminal)
     assert runner.result is not None
+    record_durations(runner.result)  # the next split (--shard) is balanced by what this one measured
     return runner.result.exit_code
 
 
@@ -261,6 +280,36 @@ def _publish(result: RunSetResult, args: Any, terminal: Any) -> None:
     written = write_reports(result, args.junit, args.html)
     for kind, path in {"runset": result.root / RUNSET_NAME, **written}.items():
         terminal.print(f"{kind}: {path}", soft_wrap=True)
+
+
+def merge_command(args: Any, terminal: Any) -> int:
+    """`hil report merge DIR...`: one run set of the shards' (every cell's artifacts stay where they are)."""
+    results = [_load_runset(folder) for given in args.folders for folder in _runset_folders(given)]
+    root = writable_dir("--out", args.out) if args.out else new_runset_dir("merged")
+    merged = merge(results, root, args.name)
+    merged.write()
+    _publish(merged, args, terminal)
+    if merged.stopped:
+        terminal.print(f"[bold yellow]incomplete:[/] {escape(merged.stopped)}", soft_wrap=True)
+    return merged.exit_code
+
+
+def _load_runset(folder: Path) -> RunSetResult:
+    try:
+        return RunSetResult.load(folder)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"{folder / RUNSET_NAME}: not a run set hil wrote ({err!r}). "
+                         "Fix: give the folders `hil run --shard` reported") from None  # fmt: skip
+
+
+def _runset_folders(given: Path) -> list[Path]:
+    """A run-set folder, or a folder of them (`hil-report/` holding shard-1/, shard-2/, ...)."""
+    if (given / RUNSET_NAME).is_file():
+        return [given]
+    found = sorted(path.parent for path in given.glob(f"*/{RUNSET_NAME}")) if given.is_dir() else []
+    if not found:
+        raise UsageError(f"{given}: holds no {RUNSET_NAME}. Fix: give the --report-dir of each `hil run --shard`")
+    return found
 
 
 def single_run_reports(args: Any, run_dir: Path, terminal: Any) -> None:

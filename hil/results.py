@@ -258,6 +258,8 @@ class RunSetResult:
     retry_infra: int = 0
     stopped: str | None = None  # what stopped the run set early ("terminated by SIGTERM"), if anything
     skipped: dict[str, str] = field(default_factory=dict)  # what the set left out on purpose, and why
+    # A part of a sharded set (index, total, the whole plan, the split's digest), or what a merge was made of.
+    shard: dict[str, Any] | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -292,6 +294,7 @@ class RunSetResult:
             "stopped": self.stopped,
             "counts": self.counts,
             "skipped": self.skipped,
+            "shard": self.shard,
             "cells": [self._cell_json(cell) for cell in self.cells],
         }
 
@@ -345,7 +348,7 @@ class RunSetResult:
             for cell in data["cells"]
         ]
         return cls(data["name"], root, cells, data["started"], data["duration_s"], data["jobs"], data["retry_infra"],
-                   data.get("stopped"), data.get("skipped", {}))  # fmt: skip
+                   data.get("stopped"), data.get("skipped", {}), data.get("shard"))  # fmt: skip
 
     @classmethod
     def from_run_dirs(cls, run_dirs: Iterable[Path], name: str = "hil", root: Path | None = None) -> RunSetResult:

@@ -64,6 +64,7 @@ class RunSetPlan:
     retry_infra: int = 0
     common_args: tuple[str, ...] = ()  # `hil run` options every cell gets (--guest, --accel, ...)
     skipped: tuple[tuple[str, str], ...] = ()  # (name, why) of what the set leaves out, for its reports
+    shard: dict[str, Any] | None = None  # this set is one part of a sharded plan (hil.shard.shard_cells)
 
 
 def expand_cells(
@@ -262,6 +263,7 @@ class RunSetRunner:
                 self.plan.retry_infra,
                 self.stopped,
                 dict(self.plan.skipped),
+                self.plan.shard,
             )
             if self.stopped:
                 for cell in results:
