@@ -239,7 +239,7 @@ def plan_from_args(args: Any) -> RunSetPlan:
     cells, shard = numbered(cells), None
     if args.shard:  # the whole plan is numbered first, so a cell's id is the same in every shard
         cells, shard = shard_cells(cells, args.shard, load_durations())
-        name = f"{name}-shard{args.shard.index}of{args.shard.total}"
+        shard["name"], name = name, f"{name}-shard{args.shard.index}of{args.shard.total}"
     return RunSetPlan(name, tuple(cells), jobs, retry, common, suite.skipped if suite else (), shard)
 
 

@@ -143,7 +143,7 @@ def merge(results: Sequence[RunSetResult], root: Path, name: str | None = None) 
     problems = coverage_problems(results)
     stopped = "; ".join(problems + [f"shard {_label(r)} was {r.stopped}" for r in results if r.stopped]) or None
     merged = RunSetResult(
-        name or results[0].name,
+        name or (results[0].shard or {}).get("name") or results[0].name,
         root,
         cells,
         min((r.started for r in results if r.started), default=""),
