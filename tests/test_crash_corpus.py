@@ -36,7 +36,7 @@ def test_hil_triage_says_what_the_sidecar_says(log: Path, capsys: pytest.Capture
     assert (found["guest"], found["verdict"]) == (expect["guest"], expect["verdict"]), found["reason"]
     assert code == {"pass": 0, "fail": 1, "crash": 1, "hang": 1}[expect["verdict"]]
     assert [stage["name"] for stage in found["stages"] if stage["status"] == "reached"] == expect["reached"]
-    wanted = [(f["title"], f["process"] or None, f["mode"] or None, f["signature"], f["ends_run"])
+    wanted = [(f["title"], f.get("process") or None, f.get("mode") or None, f["signature"], f["ends_run"])
               for f in expect.get("faults", [])]  # fmt: skip
     got = [(f["title"], f["process"], f["mode"], f["signature"], f["ends_run"]) for f in found["faults"]]
     assert got == wanted
@@ -46,6 +46,20 @@ def test_every_log_names_its_source() -> None:
     for log in LOGS:
         meta = sidecar(log)
         assert meta.get("source") and meta.get("kind") and meta.get("notes"), log.name
+
+
+def test_the_linux_corpus_covers_the_kinds_and_formats_users_paste() -> None:
+    """Real x86_64 oopses from 3.x to 6.x: every kind the parser names, in the formats logs are saved in."""
+    linux = [(log, sidecar(log)) for log in LOGS if log.parent.name == "linux"]
+    assert len(linux) >= 20
+    kinds = {meta["kind"].split(" ")[0] for _, meta in linux}
+    assert len(kinds) >= 15, kinds
+    crashes = [meta for _, meta in linux if meta["expect"]["verdict"] == "crash"]
+    assert all(meta["expect"]["faults"][0]["signature"].count(":") >= 2 for meta in crashes)
+    # No PID, address or CPU number may reach a signature: the same bug must read the same on every boot.
+    for _, meta in linux:
+        for fault in meta["expect"].get("faults", []):
+            assert not re.search(r"\b(?:0x)?[0-9a-f]{8,}\b|cpu \d|PID", fault["signature"]), fault["signature"]
 
 
 def test_the_corpus_is_as_wide_as_promised() -> None:

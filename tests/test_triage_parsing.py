@@ -483,3 +483,93 @@ def test_a_kernel_busy_in_two_address_spaces_is_a_user_loop() -> None:
     assert result.kind == "user-loop" and result.cpus[0].address_spaces == ["0x101000", "0x7fc50000"]
     one_space = [locate(_regs(0, rip, cr3=0x101000), TABLE) for rip in rips]
     assert classify({0: one_space}).kind == "livelock"  # the same samples in one context: a kernel spin
+
+
+# --- Linux logs as users save them: the same oops behind every prefix ----------------------------------
+
+OOPS_LINES = [
+    "BUG: kernel NULL pointer dereference, address: 0000000000000010",
+    "Oops: 0000 [#1] PREEMPT SMP NOPTI",
+    "CPU: 1 PID: 77 Comm: insmod Not tainted 6.1.0 #1",
+    "RIP: 0010:mutex_lock+0x19/0x30",
+    "RSP: 0018:ffffc90000abfd40 EFLAGS: 00010246",
+    "Call Trace:",
+    " <TASK>",
+    " ? __die+0x20/0x70",
+    " foo_init+0x10/0x20 [foo]",
+    " do_one_initcall+0x56/0x230",
+    " </TASK>",
+]
+LINE_PREFIXES = {
+    "console": "",
+    "printk time": "[   12.345678] ",
+    "printk level": "<4>[   12.345678] ",
+    "level and a space (i915 CI)": "<4> [12.345678] ",
+    "caller id": "[   12.345678][  T123] ",
+    "dmesg -H": "[  +0.000003] ",
+    "dmesg -T": "[Mon Jan  2 10:00:01 2024] ",
+    "syslog": "Jan  2 10:00:01 myhost kernel: [   12.345678] ",
+    "syslog, spaces collapsed": "Jan 2 10:00:01 myhost kernel: [ 12.345678] ",
+    "journal, ISO time": "2024-01-02T10:00:01.123456+00:00 myhost kernel: ",
+    "quoted in a mail": "> [   12.345678] ",
+    "quoted twice": "> > ",
+}
+
+
+@pytest.mark.parametrize("prefix", list(LINE_PREFIXES.values()), ids=list(LINE_PREFIXES))
+def test_the_same_oops_behind_any_line_prefix_gives_the_same_report(prefix: str) -> None:
+    report = parse_crash("\n".join(prefix + line for line in OOPS_LINES), ["linux"])
+    assert report is not None
+    assert report.signature == "crash:BUG: kernel NULL pointer dereference:mutex_lock"
+    assert (report.process, report.pid, report.cpu, report.mode) == ("insmod", 77, 1, "kernel")
+    assert report.backtrace == ["foo_init", "do_one_initcall"]
+    assert report.summary == "BUG: kernel NULL pointer dereference in insmod at mutex_lock+0x19/0x30"
+
+
+def test_frames_of_older_kernels_and_of_decode_stacktrace() -> None:
+    old = """BUG: unable to handle kernel NULL pointer dereference at 0000000000000008
+CPU: 0 PID: 1234 Comm: kworker/0:1 Tainted: G  O 4.4.0 #1
+RIP: 0010:[<ffffffffa01c2d3e>]  [<ffffffffa01c2d3e>] foo_bar+0x1e/0x40 [foo]
+Call Trace:
+ [<ffffffff8109a1f5>] process_one_work+0x155/0x440
+ [<ffffffff8109a1f5>] ? worker_thread+0x155/0x440
+ [<ffffffff8109a1f6>] kthread+0xd8/0xf0
+"""
+    report = parse_crash(old, ["linux"])
+    assert report.title == "BUG: unable to handle kernel NULL pointer dereference"
+    assert report.frame == "foo_bar" and report.backtrace == ["process_one_work", "kthread"]
+    decoded = """general protection fault, probably for non-canonical address 0xdffffc0000000003: 0000 [#1] SMP KASAN
+CPU: 0 UID: 0 PID: 5509 Comm: syz.3.5509 Not tainted 6.19.0-rc1 #0
+RIP: 0010:ovl_iterate+0x22/0x90 fs/overlayfs/readdir.c:812
+Call Trace:
+ <TASK>
+ ovl_iterate_merged fs/overlayfs/readdir.c:790 [inline]
+ wrap_directory_iterator+0x9b/0xe0 fs/readdir.c:65
+ __x64_sys_getdents64+0x1c/0x30 (fs/readdir.c:400)
+ </TASK>
+"""
+    report = parse_crash(decoded, ["linux"])
+    assert report.frame == "ovl_iterate"
+    assert report.backtrace == ["ovl_iterate_merged", "wrap_directory_iterator", "__x64_sys_getdents64"]
+
+
+def test_a_stall_is_placed_where_the_interrupt_caught_the_cpu() -> None:
+    """An RCU stall's trace is the timer interrupt's; the code it interrupted is the RIP after </IRQ>."""
+    stall = """rcu: INFO: rcu_sched self-detected stall on CPU
+CPU: 8 PID: 3470 Comm: kfdtest Tainted: G           O      5.12.0 #1
+Call Trace:
+ <IRQ>
+ dump_stack+0x64/0x7c
+ rcu_dump_cpu_stacks+0xc5/0xf5
+ rcu_sched_clock_irq.cold.97+0x112/0x38c
+ update_process_times+0x8c/0xc0
+ </IRQ>
+ asm_sysvec_apic_timer_interrupt+0x12/0x20
+RIP: 0010:clear_page_rep+0x7/0x10
+Code: e8 fe 7c 51 00
+RSP: 0018:ffffc9000f58f818 EFLAGS: 00000246
+ prep_new_page+0x81/0xc0
+"""
+    report = parse_crash(stall, ["linux"])
+    assert report.title == "INFO: rcu detected stall" and report.frame == "clear_page_rep"
+    assert report.backtrace[-2:] == ["clear_page_rep", "prep_new_page"]
