@@ -271,7 +271,8 @@ def runset_command(args: Any, terminal: Any) -> int:
         if runner.result is not None:
             _publish(runner.result, args, terminal)
     assert runner.result is not None
-    record_durations(runner.result)  # the next split (--shard) is balanced by what this one measured
+    if plan.shard is None:  # a part must not change the table its sibling parts split by; the merge records
+        record_durations(runner.result)  # the next split (--shard) is balanced by what this one measured
     return runner.result.exit_code
 
 
@@ -288,6 +289,7 @@ def merge_command(args: Any, terminal: Any) -> int:
     root = writable_dir("--out", args.out) if args.out else new_runset_dir("merged")
     merged = merge(results, root, args.name)
     merged.write()
+    record_durations(merged)  # the whole plan's times, for the next split
     _publish(merged, args, terminal)
     if merged.stopped:
         terminal.print(f"[bold yellow]incomplete:[/] {escape(merged.stopped)}", soft_wrap=True)

@@ -4,7 +4,9 @@ The split must come out the same in every job without the jobs talking to each o
 on the plan and on a table of durations: cells are placed longest first (ties by cell id) onto the part
 with the least work so far (LPT scheduling, within 4/3 of the best possible makespan). Durations are what
 each cell last took on this machine (kept in the cache, updated after every run set) or, for a cell never
-measured, a static estimate from its scenario. Jobs whose caches differ could split differently: every
+measured, a static estimate from its scenario. The parts of a plan never write that table (a part run
+after its sibling would otherwise split by other numbers); whole run sets and `hil report merge` do.
+Jobs whose caches differ could still split differently: every
 shard records the whole plan and a digest of its split, and `hil report merge` checks that the shards
 agree and that every cell ran exactly once, so a disagreement is an infra verdict naming the cells, never a
 silently smaller gate.

@@ -42,6 +42,10 @@ def test_the_template_parses_and_publishes_junit_and_html() -> None:
     assert report["when"] == "always" and report["needs"] == [{"job": "hil-gate", "artifacts": True}]
     assert report["artifacts"]["reports"]["junit"] == f"{report_dir}/junit.xml"
     assert f"{report_dir}/html/" in report["artifacts"]["paths"] and report["artifacts"]["when"] == "always"
+    # The parts split by a durations table only the report job writes, so every part reads the same one.
+    policies = {c["key"]: c.get("policy", "pull-push") for c in gate["cache"]}
+    assert policies["hil-durations"] == "pull"
+    assert [c.get("policy") for c in report["cache"] if c["key"] == "hil-durations"] == ["pull-push"]
     stages = config["stages"]
     assert stages.index(report["stage"]) > stages.index(gate["stage"])
     assert "--retry-infra" in (CI / "hil-gate.sh").read_text()

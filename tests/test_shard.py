@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from hil.runset import expand_cells, load_suite, numbered
 from hil.shard import (
     Shard,
     coverage_problems,
+    durations_path,
     estimates,
     load_durations,
     merge,
@@ -159,27 +161,48 @@ def _hil(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str
                           env=env)  # fmt: skip
 
 
-def test_two_real_shards_merge_into_one_report(tmp_path: Path) -> None:
-    """`hil run boot --smp 1,2 --repeat 2 --shard K/2` on the reference guest, then `hil report merge`."""
+@pytest.fixture
+def skewed_durations() -> Iterator[Path]:
+    """This machine's durations table, set so that real measurements would split 6 boots differently."""
+    path = durations_path()
+    kept = path.read_bytes() if path.exists() else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({json.dumps(["boot", 1, []]): 100.0, json.dumps(["boot", 2, []]): 1.0}))
+    yield path
+    if kept is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_bytes(kept)
+
+
+def test_two_real_shards_merge_into_one_report(tmp_path: Path, skewed_durations: Path) -> None:
+    """`hil run boot --smp 1,2 --repeat 3 --shard K/2` on the reference guest, one part after the other as
+    on a desk, then `hil report merge`."""
+    table = skewed_durations.read_bytes()
     for k in (1, 2):
-        done = _hil("run", "boot", "--smp", "1,2", "--repeat", "2", "--shard", f"{k}/2", "-j", "2",
+        done = _hil("run", "boot", "--smp", "1,2", "--repeat", "3", "--shard", f"{k}/2", "-j", "2",
                     "--report-dir", str(tmp_path / f"shard-{k}"))  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
-        assert f"(shard {k}/2 of 4 runs" in done.stdout
+        assert f"(shard {k}/2 of 6 runs" in done.stdout
+        # A part leaves the table alone: part 2 must split by the numbers part 1 split by.
+        assert skewed_durations.read_bytes() == table
     shards = [json.loads((tmp_path / f"shard-{k}" / "runset.json").read_text()) for k in (1, 2)]
-    assert [len(s["cells"]) for s in shards] == [2, 2]
+    assert [len(s["cells"]) for s in shards] == [2, 4]  # by the table: the three 100 s boots are not together
+    assert shards[0]["shard"]["split_digest"] == shards[1]["shard"]["split_digest"]  # part 1 changed nothing
+    assert not {c["id"] for c in shards[0]["cells"]} & {c["id"] for c in shards[1]["cells"]}
     done = _hil("report", "merge", str(tmp_path), "--out", str(tmp_path / "merged"),
                 "--junit", str(tmp_path / "merged.xml"), "--html", str(tmp_path / "html"))  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     merged = json.loads((tmp_path / "merged" / "runset.json").read_text())
-    assert merged["verdict"] == "pass" and merged["counts"]["pass"] == 4
-    assert {c["title"] for c in merged["cells"]} == {f"boot[smp={s},run={r}]" for s in (1, 2) for r in (1, 2)}
+    assert merged["verdict"] == "pass" and merged["counts"]["pass"] == 6
+    assert {c["title"] for c in merged["cells"]} == {f"boot[smp={s},run={r}]" for s in (1, 2) for r in (1, 2, 3)}
+    assert 100.0 not in load_durations(skewed_durations).values()  # the merge taught the table real times
     for cell in merged["cells"]:  # every run's artifacts are still reachable from the merged set
         assert (tmp_path / "merged" / cell["report_dir"] / "report.json").is_file()
     cases = ET.parse(tmp_path / "merged.xml").getroot().iter("testcase")
-    assert len({case.get("name") for case in cases if "[smp=" in (case.get("name") or "")}) >= 4
+    assert len({case.get("name") for case in cases if "[smp=" in (case.get("name") or "")}) == 6
     page = (tmp_path / "html" / "index.html").read_text()
-    assert "boot[smp=2,run=2]" in page and "shard-2" in page
+    assert "boot[smp=2,run=3]" in page and "shard-2" in page
     # A shard missing from the merge: infra (exit 3), naming what never ran.
     done = _hil("report", "merge", str(tmp_path / "shard-1"), "--out", str(tmp_path / "half"))
     assert done.returncode == 3 and "never run in any shard" in done.stdout
