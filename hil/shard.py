@@ -24,7 +24,7 @@ from typing import Any
 
 from hil.errors import HilError
 from hil.paths import cache_dir
-from hil.results import Cell, CellResult, RunSetResult
+from hil.results import Cell, CellResult, RunSetResult, Verdict
 from hil.scenario import load_scenario
 from hil.store import atomic_write_json
 
@@ -79,10 +79,11 @@ def load_durations(path: Path | None = None) -> dict[str, float]:
 
 
 def record_durations(result: RunSetResult, path: Path | None = None) -> None:
-    """Keep what each finished cell took; cells that never ran or were cut short teach nothing."""
+    """Keep what each passing cell took. A hang lasts as long as its budget and a failure ends anywhere, so
+    they say nothing about the next run; a cell that never ran or was cut short says nothing either."""
     durations = load_durations(path)
     for cell in result.cells:
-        if cell.attempts and not result.stopped:
+        if cell.verdict == Verdict.PASS and not result.stopped:
             durations[duration_key(cell.cell)] = round(cell.attempts[-1].seconds, 2)
     target = path or durations_path()
     target.parent.mkdir(parents=True, exist_ok=True)
