@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from hil.errors import UsageError
+from hil.errors import HilError, UsageError
 from hil.image.redox import disk
 from hil.image.redox.assemble import (
     EFI_BOOT_FILE,
@@ -308,3 +308,46 @@ def _boot(image: Path, scratch: Path, firmware: str, timeout: float = 90) -> str
         process.kill()
         process.wait(timeout=10)
     return output.decode(errors="replace")
+
+
+# --- assembled disks cached by their inputs ----------------------------------------------------------------
+
+
+def test_a_disk_is_assembled_once_per_set_of_inputs(
+    tmp_path: Path, packages: dict[str, list[PackageFile]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hil.image.redox.disk_cache import assembled_disk, disk_key
+
+    monkeypatch.setenv("HIL_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "packages"
+    write_repo(folder, packages, depends={"extras": ["base-initfs"]})
+    kernel = tmp_path / "kernel"
+    kernel.write_bytes(fake_kernel(200_000))
+    first = assembled_disk(str(folder), 64 * MIB, kernel, None)
+    assert first is not None and first.stat().st_mode & 0o777 == 0o444  # runs boot it through an overlay
+    made = first.stat().st_mtime_ns
+    again = assembled_disk(str(folder), 64 * MIB, kernel, None)
+    assert again == first and again.stat().st_mtime_ns == made  # found, not assembled again
+    assert list_image(first)  # a disk the readers understand
+    # Any input that reaches the disk gives another one: the kernel, the size, a package.
+    kernel.write_bytes(fake_kernel(200_001))
+    assert assembled_disk(str(folder), 64 * MIB, kernel, None) != first
+    assert disk_key(str(folder), 65 * MIB, kernel, None) != disk_key(str(folder), 64 * MIB, kernel, None)
+    before = disk_key(str(folder), 64 * MIB, None, None)
+    write_repo(folder, {**packages, "kernel": standard_packages(kernel_size=600_001)["kernel"]})
+    assert disk_key(str(folder), 64 * MIB, None, None) != before
+    assert disk_key("https://static.redox-os.org/pkg/x86_64-unknown-redox", 64 * MIB, None, None) is None
+
+
+def test_a_damaged_package_publishes_no_disk(
+    tmp_path: Path, packages: dict[str, list[PackageFile]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hil.image.redox.disk_cache import DISKS, assembled_disk
+
+    monkeypatch.setenv("HIL_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "packages"
+    write_repo(folder, packages)
+    (folder / "bootloader.pkgar").write_bytes(b"not a package")
+    with pytest.raises(HilError, match="truncated"):
+        assembled_disk(str(folder), 64 * MIB, None, None)
+    assert DISKS.entries() == []

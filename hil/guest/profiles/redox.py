@@ -20,6 +20,7 @@ from hil.guest.profiles.base import DeviceChecks, GuestCheck, GuestOptions, Gues
 from hil.guest.shell import ShellDialect, WrappedCommand, markers
 from hil.guest.stages import Stage
 from hil.image.redox.assemble import assemble, read_image_file
+from hil.image.redox.disk_cache import assembled_disk
 from hil.initfs_probe.build import build_initfs_probe
 from hil.paths import cache_dir
 from hil.qemu.accel import KvmProbe
@@ -254,7 +255,11 @@ def check_package_folder(packages: str) -> None:
 
 
 def _assemble_for_run(redox: RedoxOptions, work_dir: Path | None, size_mib: int, initfs: Path | None) -> Path:
-    """Assemble a disk from packages into the run folder (well under a second): the run's base image."""
+    """The run's base image: a cached disk for these inputs, else one assembled into the run folder."""
+    assert redox.packages is not None
+    cached = assembled_disk(redox.packages, size_mib << 20, redox.kernel, initfs)
+    if cached is not None:
+        return cached
     if work_dir is None:
         raise UsageError("assembling a Redox image needs a run folder")
     out = work_dir / "redox-assembled.img"
