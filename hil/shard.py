@@ -143,6 +143,9 @@ def shard_cells(cells: Sequence[Cell], shard: Shard, durations: Mapping[str, flo
 def merge(results: Sequence[RunSetResult], root: Path, name: str | None = None) -> RunSetResult:
     """One run set of many shards' (or any run sets'): every cell once, the verdict the worst of all."""
     cells: list[CellResult] = [cell for result in results for cell in result.cells]
+    plan = next((r.shard["plan"] for r in results if r.shard and "plan" in r.shard), [])
+    order = {cell_id: index for index, cell_id in enumerate(plan)}
+    cells.sort(key=lambda cell: order.get(cell.cell.id, len(order)))  # the plan's order, as one set would be
     problems = coverage_problems(results)
     stopped = "; ".join(problems + [f"shard {_label(r)} was {r.stopped}" for r in results if r.stopped]) or None
     merged = RunSetResult(
