@@ -158,7 +158,8 @@ def _guest_options(scenario: Scenario, options: RunOptions) -> GuestOptions:
 def _own_options(scenario: Scenario, options: RunOptions) -> dict[str, object]:
     """The guest-specific options given (each profile takes the ones it knows)."""
     given = {"packages": options.packages, "kernel": options.kernel, "initfs": options.initfs,
-             "initfs_probe": scenario.initfs_probe, "extras": scenario.image_extras or None}  # fmt: skip
+             "initfs_probe": scenario.initfs_probe, "extras": scenario.image_extras or None,
+             "devices": tuple(entry.device for entry in scenario.devices if entry.at_boot) or None}  # fmt: skip
     return {name: value for name, value in given.items() if value is not None}
 
 

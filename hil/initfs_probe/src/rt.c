@@ -398,7 +398,7 @@ void regdump_finish(u64 plan, u64 console_result)
 
 /* ---------------------------------------------------------------- threads */
 
-#define MAX_THREADS 64
+#define MAX_THREADS 80 /* redox-nvme: 64 clients, two servers, an opener, the hello context */
 #define STACK_SIZE 16384
 
 static u8 stacks[MAX_THREADS][STACK_SIZE] __attribute__((aligned(16)));
