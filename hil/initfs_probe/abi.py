@@ -101,6 +101,7 @@ REDOX_2025_07 = KernelAbi(
         "CLOCK_MONOTONIC": 4,
         "PROC_VERB_IOPL": 255,  # ProcSchemeVerb::Iopl, SYS_CALL metadata word on a kernel.proc context fd
         "CONTEXT_VERB_FORCE_KILL": 0xFFFF_FFFF_FFFF_FFFF,  # ContextVerb::ForceKill, written to a "status" fd
+        "CONTEXT_VERB_INTERRUPT": 3,  # ContextVerb::Interrupt: unblocks the context (kernel proc.rs)
         # src/schemev2.rs
         "SQE_OPEN": 0,
         "SQE_CLOSE": 3,

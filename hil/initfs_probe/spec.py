@@ -50,6 +50,7 @@ NVME_CASES: tuple[str, ...] = (
     "depth_8",
     "depth_32",
     "depth_64",
+    "nvme_cancel",
 )
 
 

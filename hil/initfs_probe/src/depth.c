@@ -10,6 +10,7 @@
 
 #define SCHEME "hilnvme"
 #define DISK_HANDLE 1
+#define HOLD_HANDLE 2 /* reads on it stay pending until cancelled: the nvme_cancel case */
 #define CLIENTS 64
 #define DEPTH_OPS 512  /* reads per depth case */
 #define SLOTS 128      /* command ids: at most one per in-flight read */
@@ -32,6 +33,7 @@ static struct slot {
     u64 seq;
 } slots[SLOTS];
 static u64 submitted, ooo, next_slot;
+static volatile u32 hold_pending, hold_tag, cancels_seen, cancel_tag, hold_fd_ready;
 static volatile u64 completed, max_inflight; /* in flight = submitted - completed, seen by the submitter */
 
 static void respond(u32 tag, long result)
@@ -50,6 +52,11 @@ static u64 pick_block(u64 seq)
 static void submit_read(const struct sqe *s)
 {
     u64 phys;
+    if (s->args[0] == HOLD_HANDLE) {
+        store32(&hold_tag, s->tag);
+        store32(&hold_pending, 1);
+        return;
+    }
     if (s->args[0] != DISK_HANDLE || s->args[2] != DISK_BLOCK || (s->args[1] & 4095) ||
         virt_to_phys((void *)s->args[1], &phys) != 0)
         return respond(s->tag, -(long)EINVAL);
@@ -79,7 +86,18 @@ static bool serve(const struct sqe *s)
             respond(s->tag, 0);
             return true;
         }
-        respond(s->tag, mem_eq_str(path, s->args[1], "disk") ? DISK_HANDLE : -(long)ENOENT);
+        if (mem_eq_str(path, s->args[1], "hold"))
+            respond(s->tag, HOLD_HANDLE);
+        else
+            respond(s->tag, mem_eq_str(path, s->args[1], "disk") ? DISK_HANDLE : -(long)ENOENT);
+        return false;
+    case SQE_CANCEL: /* one-way, with the tag of the request the kernel gave up waiting for */
+        store32(&cancel_tag, s->tag);
+        __atomic_fetch_add(&cancels_seen, 1, __ATOMIC_SEQ_CST);
+        if (load32(&hold_pending) && s->tag == load32(&hold_tag)) {
+            store32(&hold_pending, 0);
+            respond(s->tag, -(long)ECANCELED);
+        }
         return false;
     case SQE_READ: submit_read(s); return false;
     case SQE_CLOSE: respond(s->tag, 0); return false;
@@ -266,3 +284,64 @@ void case_depth_1(void) { run_depth(1); }
 void case_depth_8(void) { run_depth(8); }
 void case_depth_32(void) { run_depth(32); }
 void case_depth_64(void) { run_depth(64); }
+
+/* ---------------------------------------------------------------- cancellation */
+
+struct holder {
+    long fd, result;
+    u8 buf[64];
+};
+
+static void hold_thread(struct thread *t)
+{
+    struct holder *h = t->arg;
+    h->fd = r_open("/scheme/" SCHEME "/hold", O_RDWR);
+    store32(&hold_fd_ready, 1);
+    if (!is_err(h->fd))
+        h->result = r_read(h->fd, h->buf, sizeof(h->buf));
+}
+
+static bool wait_u32(volatile u32 *word, u64 timeout_ns)
+{
+    u64 deadline = now_ns() + timeout_ns;
+    while (!load32(word) && now_ns() < deadline)
+        sleep_ns(NS_PER_MS);
+    return load32(word) != 0;
+}
+
+/*
+ * A read the server holds is cancelled by interrupting its caller (kernel.proc ContextVerb::Interrupt): the
+ * kernel then sends a one-way Cancel Sqe with the request's tag (src/scheme/user.rs, a wake-up without a
+ * response), the server answers ECANCELED and the caller's read returns EINTR. NVMe-level Abort is not tried:
+ * QEMU completes a read long before an Abort could reach it.
+ */
+void case_nvme_cancel(void)
+{
+    if (case_status("nvme_scheme") != ST_PASS)
+        return skip("needs nvme_scheme, which did not pass");
+    static struct thread t;
+    static struct holder h = {.fd = -(long)EAGAIN, .result = -(long)EAGAIN};
+    long r = thread_spawn(&t, "hil-nvme-hold", hold_thread, &h);
+    if (is_err(r))
+        return fail("starting the caller: %s returned %E", t.failed_step, r);
+    if (!wait_u32(&hold_pending, 5 * NS_PER_S))
+        return fail("timed out after 5 s: the held read never reached the server (open returned %E)", h.fd);
+    u64 verb[1] = {CONTEXT_VERB_INTERRUPT}, t0 = now_ns();
+    if ((r = r_write_words(t.status_fd, verb, 1)) < 0)
+        return skip("interrupting the caller (write ContextVerb::Interrupt to its status handle) returned %E", r);
+    if (!wait_flag(&t.finished, 5 * NS_PER_S)) {
+        u32 seen = load32(&cancels_seen);
+        thread_kill(&t);
+        return fail("timed out after 5 s: the interrupted read never returned (%u Cancel Sqes reached the server)",
+                    (u64)seen);
+    }
+    if (!load32(&cancels_seen) || load32(&cancel_tag) != load32(&hold_tag))
+        return fail("the read returned %E but no Cancel Sqe with its tag reached the server", h.result);
+    if (h.result != -(long)EINTR)
+        return fail("the cancelled read returned %E, expected -4 (EINTR: the kernel turns ECANCELED into it)",
+                    h.result);
+    pass();
+    metric_ns_as_us("cancel_us", now_ns() - t0);
+    diag("scheme protocol v2 at this kernel has cancellation: a one-way Cancel Sqe (opcode 25) with the tag; "
+         "the server answered ECANCELED, the caller got EINTR");
+}
