@@ -100,7 +100,8 @@ def run_scenario(scenario: Scenario, options: RunOptions, observer: RunObserver 
     observer = observer or SilentObserver()
     run_dir = private_dir(options.report_dir) if options.report_dir else new_run_dir(scenario.name)
     result = RunResult(scenario.name, options.guest or scenario.guest, run_dir)
-    judge = Judge(result, TriageOptions(dump_guest_memory=options.dump_guest_memory), scenario.allow_faults)
+    triage = TriageOptions(dump_guest_memory=options.dump_guest_memory)
+    judge = Judge(result, triage, scenario.allow_faults, scenario.require_all_cpus)
     started = time.monotonic()
     try:
         _run(scenario, options, judge, observer)

@@ -28,6 +28,7 @@ CASES: tuple[str, ...] = (
     "scheme_out_of_order",
     "sched_stress",
     "io_privilege",
+    "cpu_count",
 )
 
 # The redox-nvme variant: the probe as a minimal NVMe driver (src/nvme.c, src/depth.c). It needs contexts and
