@@ -48,7 +48,7 @@ class KernelAbi:
 # Errnos the probe names in its reasons (redox-os/syscall src/error.rs, the Linux numbering).
 _ERRNOS = {
     "EPERM": 1, "ENOENT": 2, "EINTR": 4, "EIO": 5, "EBADF": 9, "EAGAIN": 11, "ENOMEM": 12, "EACCES": 13,
-    "EFAULT": 14, "EBUSY": 16, "EEXIST": 17, "ENODEV": 19, "EINVAL": 22, "EMFILE": 24, "ENOSYS": 38,
+    "EFAULT": 14, "EBUSY": 16, "EEXIST": 17, "ENODEV": 19, "EINVAL": 22, "EMFILE": 24, "EPIPE": 32, "ENOSYS": 38,
     "EOPNOTSUPP": 95, "ETIMEDOUT": 110, "ECANCELED": 125, "EOWNERDEAD": 130,
 }  # fmt: skip
 

@@ -102,27 +102,14 @@ static bool serve(const struct sqe *s)
         return false;
     case SQE_READ: submit_read(s); return false;
     case SQE_CLOSE: respond(s->tag, 0); return false;
-    default:
-        if (!(s->sqe_flags & SQE_FLAG_ONEWAY))
-            respond(s->tag, -(long)ENOSYS);
-        return false;
+    default: respond_unknown(scheme_fd, s); return false;
     }
 }
 
 static void submitter_thread(struct thread *t)
 {
     (void)t;
-    static struct sqe batch[16];
-    for (;;) {
-        long n = r_read(scheme_fd, batch, sizeof(batch));
-        if (n == -(long)EINTR)
-            continue;
-        if (is_err(n) || n == 0)
-            return;
-        for (long i = 0; i < n / (long)sizeof(struct sqe); i++)
-            if (serve(&batch[i]))
-                return;
-    }
+    serve_sqes(scheme_fd, serve, NULL);
 }
 
 /* A completion is out of order when an older request (by arrival) is still in flight. */

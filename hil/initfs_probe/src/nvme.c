@@ -452,6 +452,22 @@ static long irq_reads(struct nvme_queue *q, long fd, bool ack, u64 *interrupts, 
 
 static struct nvme_queue intx_q, msix_q;
 
+/* The end of an interrupt case: irq_reads' result as a verdict, the count as a metric. */
+static bool irq_verdict(const char *kind, long r, u64 interrupts, u64 ops, u64 t0)
+{
+    if (r == -(long)ETIMEDOUT)
+        fail("%s: read %u saw no interrupt within 2 s (%u interrupts before)", kind, ops, interrupts);
+    else if (r != 0)
+        fail("%s: read %u failed: %E", kind, ops, r);
+    if (r != 0)
+        return false;
+    pass();
+    metric_u("interrupts", interrupts, "count");
+    metric_u("ops", ops, "count");
+    metric_ns_as_us("op_us", (now_ns() - t0) / ops);
+    return true;
+}
+
 void case_nvme_irq_intx(void)
 {
     if (!need(nv.io_ready, "nvme_io_queue"))
@@ -472,16 +488,8 @@ void case_nvme_irq_intx(void)
         return say_status("creating I/O queue pair 2 (interrupts on, vector 0)", r);
     u64 interrupts = 0, ops = 0, t0 = now_ns();
     r = irq_reads(&intx_q, fd, true, &interrupts, &ops);
-    if (r == -(long)ETIMEDOUT)
-        return fail("INTx: read %u completed no interrupt on %s within 2 s (%u interrupts before)", ops, path,
-                    interrupts);
-    if (r != 0)
-        return fail("INTx: read %u failed: %E", ops, r);
-    pass();
-    metric_u("interrupts", interrupts, "count");
-    metric_u("ops", ops, "count");
-    metric_ns_as_us("op_us", (now_ns() - t0) / ops);
-    diag("legacy line %u through %s (IOAPIC, masked by the kernel until our acknowledgement)", (u64)nv.irq_line, path);
+    if (irq_verdict("INTx", r, interrupts, ops, t0))
+        diag("legacy line %u through %s (IOAPIC, masked by the kernel until our acknowledgement)", (u64)nv.irq_line, path);
 }
 
 static u32 find_cap(u8 id)
@@ -545,13 +553,6 @@ void case_nvme_irq_msix(void)
         return say_status("creating I/O queue pair 3 (MSI-X vector 1)", r);
     u64 interrupts = 0, ops = 0, t0 = now_ns();
     r = irq_reads(&msix_q, fd, false, &interrupts, &ops);
-    if (r == -(long)ETIMEDOUT)
-        return fail("MSI-X: read %u saw no interrupt on irq %u (vector %u) within 2 s", ops, irq, irq + 32);
-    if (r != 0)
-        return fail("MSI-X: read %u failed: %E", ops, r);
-    pass();
-    metric_u("interrupts", interrupts, "count");
-    metric_u("ops", ops, "count");
-    metric_ns_as_us("op_us", (now_ns() - t0) / ops);
-    diag("MSI-X entry 1 -> vector %u (irq scheme cpu-00/%u, reserved with O_CREAT)", irq + 32, irq);
+    if (irq_verdict("MSI-X", r, interrupts, ops, t0))
+        diag("MSI-X entry 1 -> vector %u (irq scheme cpu-00/%u, reserved with O_CREAT)", irq + 32, irq);
 }

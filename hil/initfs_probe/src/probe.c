@@ -403,31 +403,14 @@ static bool serve_one(const struct sqe *s)
     case SQE_CLOSE_MSG: server.close_msgs++; return false;
     case SQE_CLOSE: server.closes++; respond(s->tag, 0); return false;
     case SQE_CANCEL: server.cancels++; return false;
-    default:
-        if (!(s->sqe_flags & SQE_FLAG_ONEWAY))
-            respond(s->tag, -(long)ENOSYS);
-        return false;
+    default: respond_unknown(scheme_fd, s); return false;
     }
 }
 
 static void server_thread(struct thread *t)
 {
     (void)t;
-    static struct sqe batch[16];
-    for (;;) {
-        long n = r_read(scheme_fd, batch, sizeof(batch));
-        if (n == -(long)EINTR)
-            continue;
-        if (is_err(n) || n == 0) {
-            server.last_error = n;
-            return;
-        }
-        if (n % (long)sizeof(struct sqe))
-            server.bad_sizes++;
-        for (long i = 0; i < n / (long)sizeof(struct sqe); i++)
-            if (serve_one(&batch[i]))
-                return;
-    }
+    server.last_error = serve_sqes(scheme_fd, serve_one, &server.bad_sizes);
 }
 
 void case_scheme_create(void)

@@ -557,3 +557,32 @@ bool wait_flag(volatile u32 *flag, u64 timeout_ns)
     }
     return true;
 }
+
+/* ---------------------------------------------------------------- user scheme servers */
+
+long serve_sqes(long scheme_fd, bool (*serve)(const struct sqe *), volatile u32 *bad_sizes)
+{
+    static struct sqe batches[2][16]; /* two servers at most run at once (the probe's and the NVMe one) */
+    static volatile u32 next;
+    struct sqe *batch = batches[__atomic_fetch_add(&next, 1, __ATOMIC_SEQ_CST) % 2];
+    for (;;) {
+        long n = r_read(scheme_fd, batch, sizeof(batches[0]));
+        if (n == -(long)EINTR)
+            continue;
+        if (is_err(n) || n == 0)
+            return n == 0 ? -(long)EPIPE : n;
+        if (n % (long)sizeof(struct sqe) && bad_sizes)
+            (*bad_sizes)++;
+        for (long i = 0; i < n / (long)sizeof(struct sqe); i++)
+            if (serve(&batch[i]))
+                return 0;
+    }
+}
+
+void respond_unknown(long scheme_fd, const struct sqe *s)
+{
+    if (s->sqe_flags & SQE_FLAG_ONEWAY)
+        return;
+    struct cqe c = {.flags = CQE_RESPOND_REGULAR, .extra_raw = {0, 0, 0}, .tag = s->tag, .result = (u64)-(long)ENOSYS};
+    r_write(scheme_fd, &c, sizeof(c));
+}
