@@ -63,6 +63,7 @@ class Judge:
     ) -> None:
         self.result = result
         self.require_all_cpus = require_all_cpus
+        self.cpus_from_shell: int | None = None  # the profile's own count, when no probe gave one
         self.triage = triage or TriageOptions()
         self.allowed_faults = tuple(allowed_faults)  # `process` or `process:title`, from the scenario
         self.session: GuestSession | None = None
@@ -98,6 +99,8 @@ class Judge:
         """report.json says how many CPUs the guest brought up, when a probe counted them; fewer than the
         machine has is flagged, and fails a passing run whose scenario requires all of them."""
         online = cpus_brought_up(self.result.steps)
+        if online is None:
+            online = self.cpus_from_shell
         if online is None or self.session is None:
             return
         given = self.session.machine.spec.smp

@@ -21,12 +21,14 @@ from hil.judge import STOPS, InFlight, Judge
 from hil.lifetime import signals_deferred
 from hil.paths import new_run_dir, private_dir, writable_dir
 from hil.reports.run_report import write_report
-from hil.results import FaultEvent, RunResult, StepResult, StepStatus
+from hil.results import FaultEvent, RunResult, StepResult, StepStatus, cpus_brought_up
 from hil.scenario import Scenario, Step
 from hil.session import GuestSession, PlannedDevice
 from hil.steps import run_step
 from hil.triage.guest_symbols import warm_symbol_cache
 from hil.triage.hang import TriageOptions
+
+CPU_COUNT_TIMEOUT = 10.0  # seconds (times the run's factor) for the guest shell to say how many CPUs it has
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,18 @@ def _run_steps(session: GuestSession, scenario: Scenario, judge: Judge, observer
         observer.step(done)
         if done.status == StepStatus.HANG:
             break
+    judge.cpus_from_shell = _cpus_from_shell(session, judge.result.steps)
     judge.steps_finished(planned=len(scenario.steps))
+
+
+def _cpus_from_shell(session: GuestSession, steps: list[StepResult]) -> int | None:
+    """The guest's CPU count from its shell, when no probe reported one and no step hung; never fails a run."""
+    if cpus_brought_up(steps) is not None or any(step.status == StepStatus.HANG for step in steps):
+        return None
+    try:
+        return session.profile.cpus_online(session.console, CPU_COUNT_TIMEOUT * session.factor)
+    except Exception:  # a count is a report field, not a verdict: a shell that fails here fails nothing
+        return None
 
 
 def _expand(step: Step, smp: int) -> Step:

@@ -8,6 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from hil.errors import UsageError
+from hil.guest.console import CommandResult
+from hil.guest.profiles.reference import ReferenceProfile
 from hil.judge import Judge
 from hil.results import RunResult, StepResult, StepStatus, Verdict, cpus_brought_up
 from hil.scenario import parse_scenario
@@ -55,3 +57,26 @@ def test_require_all_cpus_is_a_machine_flag(tmp_path: Path) -> None:
     path.write_text('guest = "redox-kernel"\n[machine]\nrequire_all_cpus = "yes"\n[[steps]]\nrun = "true"\n')
     with pytest.raises(UsageError):
         parse_scenario(path)
+
+
+def test_a_shell_count_stands_in_when_no_probe_counted(tmp_path: Path) -> None:
+    judge = Judge(RunResult("s", "reference", tmp_path))
+    judge.session = SimpleNamespace(faults=[], machine=SimpleNamespace(spec=SimpleNamespace(smp=2)))
+    judge.cpus_from_shell = 2
+    judge.result.steps.append(_step(None))
+    judge.steps_finished(planned=1)
+    assert judge.result.details["cpus"] == {"requested": 2, "online": 2, "short": False}
+
+
+def test_the_reference_guest_counts_processors_in_proc_cpuinfo() -> None:
+    class Shell:
+        def __init__(self, output: str, status: int = 0) -> None:
+            self.output, self.status = output, status
+
+        def run(self, command: str, timeout: float) -> CommandResult:
+            assert "/proc/cpuinfo" in command
+            return CommandResult(command, self.status, self.output, 0.1)
+
+    profile = ReferenceProfile()
+    assert profile.cpus_online(Shell("4\n"), 5) == 4  # type: ignore[arg-type]
+    assert profile.cpus_online(Shell("", 1), 5) is None  # type: ignore[arg-type]
