@@ -12,7 +12,7 @@
 #define DISK_HANDLE 1
 #define HOLD_HANDLE 2 /* reads on it stay pending until cancelled: the nvme_cancel case */
 #define CLIENTS 64
-#define DEPTH_OPS 512  /* reads per depth case */
+#define DEPTH_OPS 2048 /* reads per depth case: enough for a p99 of 20 samples */
 #define SLOTS 128      /* command ids: at most one per in-flight read */
 #define DEPTH_WAIT_S 60 /* per case, guest time */
 
