@@ -424,6 +424,10 @@ def print_result(terminal: Terminal, result: RunResult) -> None:
     style = VERDICT_STYLE[str(result.verdict)]
     # Reasons and console lines quote the guest ("NAME [bootstrap]", "vCPU 0 in [user]"): never markup.
     terminal.print(f"verdict: [{style}]{result.verdict}[/]  {escape(result.reason)}", soft_wrap=True)
+    cpus = result.details.get("cpus")
+    if cpus and cpus["short"]:
+        terminal.print(f"[yellow]cpus: the guest brought up {cpus['online']} of the {cpus['requested']} CPUs it was "
+                       "given: per-CPU results measure fewer CPUs than asked[/]")  # fmt: skip
     for fault in result.faults:
         known = "known fault" if fault.allowed else "fault"
         terminal.print(f"  {known}: {escape(fault.summary)}")

@@ -22,7 +22,16 @@ from hil.errors import HilError, UsageError
 from hil.guest.ansi import strip_ansi
 from hil.guest.console import CommandTimeout, ConsoleClosed
 from hil.guest.stages import CrashSeen, StageTimeout
-from hil.results import FaultEvent, RunResult, StepResult, StepStatus, Terminated, Verdict, fault_allowed
+from hil.results import (
+    FaultEvent,
+    RunResult,
+    StepResult,
+    StepStatus,
+    Terminated,
+    Verdict,
+    cpus_brought_up,
+    fault_allowed,
+)
 from hil.session import DeviceNotSeen, GuestSession
 from hil.triage.collect import collect_crash, explain_exit
 from hil.triage.crash import stable_text
@@ -46,9 +55,15 @@ class Judge:
     """Judges one run. `session` is set once there is one (triage needs the live guest)."""
 
     def __init__(
-        self, result: RunResult, triage: TriageOptions | None = None, allowed_faults: Sequence[str] = ()
+        self,
+        result: RunResult,
+        triage: TriageOptions | None = None,
+        allowed_faults: Sequence[str] = (),
+        require_all_cpus: bool = False,
     ) -> None:
         self.result = result
+        self.require_all_cpus = require_all_cpus
+        self.cpus_from_shell: int | None = None  # the profile's own count, when no probe gave one
         self.triage = triage or TriageOptions()
         self.allowed_faults = tuple(allowed_faults)  # `process` or `process:title`, from the scenario
         self.session: GuestSession | None = None
@@ -76,8 +91,25 @@ class Judge:
             result.judged(Verdict.PASS, f"all {planned} steps passed" if planned else "booted; no steps to run")
         else:
             result.judged(Verdict.INFRA, f"only {len(steps)} of {planned} steps ran")
+        self._cpus_counted()
         if result.verdict in (Verdict.PASS, Verdict.FAIL):
             self._faults_found()
+
+    def _cpus_counted(self) -> None:
+        """report.json says how many CPUs the guest brought up, when a probe counted them; fewer than the
+        machine has is flagged, and fails a passing run whose scenario requires all of them."""
+        online = cpus_brought_up(self.result.steps)
+        if online is None:
+            online = self.cpus_from_shell
+        if online is None or self.session is None:
+            return
+        given = self.session.machine.spec.smp
+        short = online < given
+        self.result.details["cpus"] = {"requested": given, "online": online, "short": short}
+        if short and self.require_all_cpus and self.result.verdict == Verdict.PASS:
+            self.result.judged(Verdict.FAIL, f"the guest brought up {online} of {given} CPUs and the scenario "
+                                             "requires all (machine.require_all_cpus)")  # fmt: skip
+            self.result.details["signature"] = "fail:cpus"
 
     def _faults_found(self) -> None:
         """Programs' faults the guest went on after: a crash unless the scenario allows each of them."""

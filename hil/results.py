@@ -119,6 +119,13 @@ class StepResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def cpus_brought_up(steps: list[StepResult]) -> int | None:
+    """The CPUs the guest says it brought up: the smallest `cpus` metric any step's case reported."""
+    cases = [case for step in steps for case in step.cases]
+    counts = [case["metrics"]["cpus"]["value"] for case in cases if "cpus" in case.get("metrics", {})]
+    return int(min(counts)) if counts else None
+
+
 @dataclass
 class FaultEvent:
     """A program's fault the guest went on after (a Redox daemon's page fault during boot): a crash of the

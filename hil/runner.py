@@ -21,12 +21,14 @@ from hil.judge import STOPS, InFlight, Judge
 from hil.lifetime import signals_deferred
 from hil.paths import new_run_dir, private_dir, writable_dir
 from hil.reports.run_report import write_report
-from hil.results import FaultEvent, RunResult, StepResult, StepStatus
+from hil.results import FaultEvent, RunResult, StepResult, StepStatus, cpus_brought_up
 from hil.scenario import Scenario, Step
 from hil.session import GuestSession, PlannedDevice
 from hil.steps import run_step
 from hil.triage.guest_symbols import warm_symbol_cache
 from hil.triage.hang import TriageOptions
+
+CPU_COUNT_TIMEOUT = 10.0  # seconds (times the run's factor) for the guest shell to say how many CPUs it has
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,8 @@ def run_scenario(scenario: Scenario, options: RunOptions, observer: RunObserver 
     observer = observer or SilentObserver()
     run_dir = private_dir(options.report_dir) if options.report_dir else new_run_dir(scenario.name)
     result = RunResult(scenario.name, options.guest or scenario.guest, run_dir)
-    judge = Judge(result, TriageOptions(dump_guest_memory=options.dump_guest_memory), scenario.allow_faults)
+    triage = TriageOptions(dump_guest_memory=options.dump_guest_memory)
+    judge = Judge(result, triage, scenario.allow_faults, scenario.require_all_cpus)
     started = time.monotonic()
     try:
         _run(scenario, options, judge, observer)
@@ -158,7 +161,8 @@ def _guest_options(scenario: Scenario, options: RunOptions) -> GuestOptions:
 def _own_options(scenario: Scenario, options: RunOptions) -> dict[str, object]:
     """The guest-specific options given (each profile takes the ones it knows)."""
     given = {"packages": options.packages, "kernel": options.kernel, "initfs": options.initfs,
-             "initfs_probe": scenario.initfs_probe, "extras": scenario.image_extras or None}  # fmt: skip
+             "initfs_probe": scenario.initfs_probe, "extras": scenario.image_extras or None,
+             "devices": tuple(entry.device for entry in scenario.devices if entry.at_boot) or None}  # fmt: skip
     return {name: value for name, value in given.items() if value is not None}
 
 
@@ -173,7 +177,18 @@ def _run_steps(session: GuestSession, scenario: Scenario, judge: Judge, observer
         observer.step(done)
         if done.status == StepStatus.HANG:
             break
+    judge.cpus_from_shell = _cpus_from_shell(session, judge.result.steps)
     judge.steps_finished(planned=len(scenario.steps))
+
+
+def _cpus_from_shell(session: GuestSession, steps: list[StepResult]) -> int | None:
+    """The guest's CPU count from its shell, when no probe reported one and no step hung; never fails a run."""
+    if cpus_brought_up(steps) is not None or any(step.status == StepStatus.HANG for step in steps):
+        return None
+    try:
+        return session.profile.cpus_online(session.console, CPU_COUNT_TIMEOUT * session.factor)
+    except Exception:  # a count is a report field, not a verdict: a shell that fails here fails nothing
+        return None
 
 
 def _expand(step: Step, smp: int) -> Step:

@@ -111,6 +111,7 @@ class Scenario:
     append: str = ""
     snapshot: bool = False
     initfs_probe: str | None = None
+    require_all_cpus: bool = False  # fail a run whose guest brought up fewer CPUs than it was given
     image_extras: tuple[str, ...] = ()  # the reference guest's image with these extras (tokio's examples)
     timeout_factor: float | None = None
     tags: tuple[str, ...] = ()
@@ -161,7 +162,8 @@ def parse_scenario(path: Path) -> Scenario:
     _only_keys(path, "", data, {"name", "description", "guest", "tags", "machine", "budgets", "devices", "steps",
                                 "allow_faults"})  # fmt: skip
     machine = _table(path, data, "machine")
-    _only_keys(path, "machine.", machine, {"smp", "memory", "append", "snapshot", "initfs_probe", "image_extras"})
+    _only_keys(path, "machine.", machine, {"smp", "memory", "append", "snapshot", "initfs_probe", "image_extras",
+                                           "require_all_cpus"})  # fmt: skip
     budgets = _table(path, data, "budgets")
     _only_keys(path, "budgets.", budgets, {"timeout_factor"})
     devices = _parse_devices(path, _array(path, data, "devices"))
@@ -188,6 +190,7 @@ def parse_scenario(path: Path) -> Scenario:
         memory_mb=memory,
         append=_typed(path, machine, "append", str, "", prefix="machine."),
         snapshot=_flag(path, machine, "snapshot", prefix="machine."),
+        require_all_cpus=_flag(path, machine, "require_all_cpus", prefix="machine."),
         initfs_probe=_typed(path, machine, "initfs_probe", str, None, prefix="machine."),
         image_extras=tuple(_names(path, "machine.image_extras", _typed(path, machine, "image_extras", list, [],
                                                                        prefix="machine."))),

@@ -181,6 +181,9 @@ def _probe_result(step: Step, report: ProbeReport, output: str, hang: str = "") 
     if known:
         result.reason = f"known failures allowed by the scenario: {', '.join(known)}"
     result.details = {"plan": report.plan, "parse_errors": report.errors}
+    if report.probe is not None:  # which program measured, for reports that set probes side by side
+        result.details["probe"] = {"program": report.probe.program, "version": report.probe.version,
+                                   "os": report.probe.os}  # fmt: skip
     failed = _failed_cases(report, step)
     if hang:
         result.status, result.reason = (

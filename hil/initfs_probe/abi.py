@@ -48,7 +48,7 @@ class KernelAbi:
 # Errnos the probe names in its reasons (redox-os/syscall src/error.rs, the Linux numbering).
 _ERRNOS = {
     "EPERM": 1, "ENOENT": 2, "EINTR": 4, "EIO": 5, "EBADF": 9, "EAGAIN": 11, "ENOMEM": 12, "EACCES": 13,
-    "EFAULT": 14, "EBUSY": 16, "EEXIST": 17, "ENODEV": 19, "EINVAL": 22, "EMFILE": 24, "ENOSYS": 38,
+    "EFAULT": 14, "EBUSY": 16, "EEXIST": 17, "ENODEV": 19, "EINVAL": 22, "EMFILE": 24, "EPIPE": 32, "ENOSYS": 38,
     "EOPNOTSUPP": 95, "ETIMEDOUT": 110, "ECANCELED": 125, "EOWNERDEAD": 130,
 }  # fmt: skip
 
@@ -101,6 +101,7 @@ REDOX_2025_07 = KernelAbi(
         "CLOCK_MONOTONIC": 4,
         "PROC_VERB_IOPL": 255,  # ProcSchemeVerb::Iopl, SYS_CALL metadata word on a kernel.proc context fd
         "CONTEXT_VERB_FORCE_KILL": 0xFFFF_FFFF_FFFF_FFFF,  # ContextVerb::ForceKill, written to a "status" fd
+        "CONTEXT_VERB_INTERRUPT": 3,  # ContextVerb::Interrupt: unblocks the context (kernel proc.rs)
         # src/schemev2.rs
         "SQE_OPEN": 0,
         "SQE_CLOSE": 3,

@@ -28,6 +28,30 @@ CASES: tuple[str, ...] = (
     "scheme_out_of_order",
     "sched_stress",
     "io_privilege",
+    "cpu_count",
+)
+
+# The redox-nvme variant: the probe as a minimal NVMe driver (src/nvme.c, src/depth.c). It needs contexts and
+# port I/O first; cpu_count says how many CPUs the kernel brought up.
+NVME_CASES: tuple[str, ...] = (
+    "thread_spawn",
+    "io_privilege",
+    "cpu_count",
+    "nvme_pci",
+    "nvme_bar_map",
+    "nvme_enable",
+    "nvme_identify",
+    "nvme_io_queue",
+    "nvme_read_verify",
+    "nvme_write_readback",
+    "nvme_irq_intx",
+    "nvme_irq_msix",
+    "nvme_scheme",
+    "depth_1",
+    "depth_8",
+    "depth_32",
+    "depth_64",
+    "nvme_cancel",
 )
 
 
@@ -39,6 +63,16 @@ class Variant:
     stress_seconds: int
     stress_threads: int
     description: str
+    cases: tuple[str, ...] = CASES
+
+
+@dataclass(frozen=True)
+class NvmeTarget:
+    """What hil configured for the NVMe controller the redox-nvme variant checks (Identify, the known content)."""
+
+    serial: str
+    size_bytes: int
+    seed: int = 0
 
 
 VARIANTS: dict[str, Variant] = {
@@ -46,10 +80,12 @@ VARIANTS: dict[str, Variant] = {
     for v in (
         Variant("kernel-smoke", 2, 8, "every case once, quickly (about 3 s of guest time)"),
         Variant("sched-stress", 30, 32, "the same cases, with 32 contexts hammering the scheduler for 30 s"),
+        Variant("redox-nvme", 2, 8, "a minimal NVMe driver: PCI, BAR, DMA queues, Identify, I/O, IRQs, depths",
+                NVME_CASES),
     )
 }
 DEFAULT_VARIANT = "kernel-smoke"
-MAX_STRESS_THREADS = 40  # the runtime has 64 thread stacks; the other cases use up to 16
+MAX_STRESS_THREADS = 40  # the runtime has 80 thread stacks; the other cases use up to 16
 
 CHANNELS = ("debug", "regdump")  # debug: /scheme/debug lines; regdump: results in a fault's register dump
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hil.guest.ansi import strip_ansi
+from hil.probes.depths import depth_path
 from hil.reports.run_report import ARTIFACT_FILES
 from hil.results import RUN_LOG_NAME, CellResult
 
@@ -148,3 +149,51 @@ def _tail(path: Path) -> str:
             return handle.read().decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+SIDE_METRICS = ("iops", "lat_p50_us", "lat_p99_us", "ooo")
+
+
+@dataclass(frozen=True)
+class SideColumn:
+    """One scenario's depth cases in a side-by-side: who measured them and how."""
+
+    scenario: str
+    guest: str
+    probe: str
+    path: str
+    cases: dict[int, ProbeCase]
+
+
+@dataclass(frozen=True)
+class SideBySide:
+    columns: list[SideColumn]
+    depths: list[int]
+    same_path: bool  # one probe program for all: the numbers compare directly
+
+
+def side_by_side(cells: list[CellResult]) -> SideBySide | None:
+    """The depth cases of every scenario in the set that has them (its first passing run), when two or more
+    scenarios do: one column each, with the probe and the I/O path it measured."""
+    columns: dict[str, SideColumn] = {}
+    for cell in cells:
+        label = cell.cell.label
+        cases = depth_cases(probe_cases(cell.report))
+        if label in columns or cell.verdict != "pass" or not cases:
+            continue
+        program = _depth_probe(cell.report or {})
+        columns[label] = SideColumn(label, (cell.report or {}).get("guest", "?"), program or "?",
+                                    depth_path(program), {case.depth or 0: case for case in cases})  # fmt: skip
+    if len(columns) < 2:
+        return None
+    depths = sorted({depth for column in columns.values() for depth in column.cases})
+    programs = {column.probe for column in columns.values()}
+    return SideBySide(list(columns.values()), depths, len(programs) == 1)
+
+
+def _depth_probe(report: dict[str, Any]) -> str | None:
+    """The program of the first step whose cases include depth cases."""
+    for step in report.get("steps", []):
+        if any(DEPTH_CASE.match(case.get("name", "")) for case in step.get("cases", [])):
+            return step.get("details", {}).get("probe", {}).get("program")
+    return None

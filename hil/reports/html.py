@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader
 import hil.reports.plots as plots
 from hil import __version__
 from hil.reports.facts import (
+    SIDE_METRICS,
     ProbeCase,
     artifact_files,
     boot_kind,
@@ -29,6 +30,7 @@ from hil.reports.facts import (
     last_console_lines,
     probe_cases,
     ready_seconds,
+    side_by_side,
     triage_text,
 )
 from hil.results import CellResult, RunSetResult
@@ -77,6 +79,8 @@ def write_html(result: RunSetResult, out_dir: Path) -> Path:
         "hil_version": __version__,
         "overview_plot": _rel(plots.overview_png(result.cells, out_dir / PLOTS_DIR / "overview.png"), out_dir),
         "comparisons": _comparisons(result.cells, out_dir),
+        "side": _side_by_side(result.cells, out_dir),
+        "side_metrics": SIDE_METRICS,
         "metrics": CASE_METRICS,
     }
     page = _environment().get_template("index.html.j2").render(**context)
@@ -130,6 +134,22 @@ def _comparisons(cells: list[CellResult], out_dir: Path) -> list[Link]:
         if path:
             links.append(Link(scenario, _rel(path, out_dir) or ""))
     return links
+
+
+@dataclass
+class SideView:
+    table: Any  # facts.SideBySide
+    plot: str | None
+
+
+def _side_by_side(cells: list[CellResult], out_dir: Path) -> SideView | None:
+    """Scenarios' depth cases in one table and one plot (e.g. nvme-uring and redox-nvme on the same disk)."""
+    table = side_by_side(cells)
+    if table is None:
+        return None
+    series = {column.scenario: list(column.cases.values()) for column in table.columns}
+    path = plots.depth_comparison_png(series, out_dir / PLOTS_DIR / "side-by-side.png", "depth cases side by side")
+    return SideView(table, _rel(path, out_dir))
 
 
 def _rel(path: Path | None, base: Path) -> str | None:

@@ -127,6 +127,11 @@ class GuestProfile(ABC):
         """After a snapshot restore: a shell in a known state (and, where the guest allows, the right time)."""
         console.resync(timeout)
 
+    def cpus_online(self, console: Console, timeout: float) -> int | None:
+        """How many CPUs the running guest brought up, asked over its shell; None when it cannot say.
+        Guests whose probes count CPUs themselves (a `cpus` metric) leave this alone."""
+        return None
+
     def device_check(self, device: Device) -> GuestCheck | None:
         """What this guest shows when `device` works; None when the guest has no driver hil knows of."""
         make = self.device_checks.get(device.kind)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from hil.devices.storage import Nvme
 from hil.errors import UsageError
 from hil.guest.console import Console
 from hil.guest.profiles.base import DeviceChecks, GuestCheck, GuestOptions, GuestProfile, must_be_file
@@ -22,6 +24,7 @@ from hil.guest.stages import Stage
 from hil.image.redox.assemble import assemble, read_image_file
 from hil.image.redox.disk_cache import assembled_disk
 from hil.initfs_probe.build import build_initfs_probe
+from hil.initfs_probe.spec import NvmeTarget
 from hil.paths import cache_dir
 from hil.qemu.accel import KvmProbe
 from hil.qemu.spec import MachineSpec
@@ -88,12 +91,22 @@ class RedoxOptions:
     kernel: Path | None = None  # a local kernel to put into the assembled disk
     initfs: Path | None = None  # a local initfs to put into it
     initfs_probe: str | None = None  # which variant of hil's initfs probe redox-kernel boots by default
+    nvme: NvmeTarget | None = None  # the first NVMe controller at boot, for the probe's redox-nvme checks
 
     @classmethod
     def of(cls, options: GuestOptions) -> RedoxOptions:
         own = options.own
         packages = own.get("packages") or os.environ.get(PACKAGES_ENV) or None
-        return cls(packages, own.get("kernel"), own.get("initfs"), own.get("initfs_probe"))
+        nvme = _nvme_target(own.get("devices") or ())
+        return cls(packages, own.get("kernel"), own.get("initfs"), own.get("initfs_probe"), nvme)
+
+
+def _nvme_target(devices: Iterable[object]) -> NvmeTarget | None:
+    """What the probe checks Identify against: serial and size as hil configures the controller."""
+    for device in devices:
+        if isinstance(device, Nvme):
+            return NvmeTarget(device.serial, device.size_mib << 20, device.seed)
+    return None
 
 
 class IonShell(ShellDialect):
@@ -198,7 +211,7 @@ class RedoxKernelProfile(GuestProfile):
         """The user's initfs, else hil's freestanding probe (built once per variant into the cache)."""
         if redox.initfs is not None:
             return redox.initfs
-        return build_initfs_probe(cache_dir() / "initfs-probe", redox.initfs_probe or "kernel-smoke")
+        return build_initfs_probe(cache_dir() / "initfs-probe", redox.initfs_probe or "kernel-smoke", nvme=redox.nvme)
 
 
 class RedoxProfile(RedoxKernelProfile):

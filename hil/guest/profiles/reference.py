@@ -142,6 +142,11 @@ class ReferenceProfile(GuestProfile):
         console.send("\x15")
         console.run(f"date -s @{int(time.time())} >/dev/null", timeout)
 
+    def cpus_online(self, console: Console, timeout: float) -> int | None:
+        done = console.run("grep -c ^processor /proc/cpuinfo", timeout)  # one entry per online CPU
+        text = done.output.strip()
+        return int(text) if done.ok and text.isdigit() else None
+
     def ssh_access(self, options: GuestOptions) -> SshAccess | None:
         image = self._image(options)
         return SshAccess(user="root", key_file=image.ssh_key)

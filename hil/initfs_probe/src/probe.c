@@ -13,7 +13,7 @@
 #define OOO_CLIENTS 8
 #define WAIT_S (5 * NS_PER_S)
 
-#define X(name) static void case_##name(void);
+#define X(name) void case_##name(void); /* the NVMe cases live in nvme.c and depth.c */
 HIL_CASES(X)
 #undef X
 
@@ -33,7 +33,7 @@ static bool io_privilege;
 
 /* ================================================================ syscall path and time */
 
-static void case_syscall_path(void)
+void case_syscall_path(void)
 {
     struct timespec_r mono, real;
     long r = r_clock_gettime(CLOCK_MONOTONIC, &mono);
@@ -61,7 +61,7 @@ static void case_syscall_path(void)
          real.tv_sec);
 }
 
-static void case_nanosleep(void)
+void case_nanosleep(void)
 {
     const u64 asked = 20 * NS_PER_MS;
     struct timespec_r req = ts_from_ns(asked), rem = {1, 1, 0};
@@ -84,7 +84,7 @@ static void case_nanosleep(void)
     metric_ns_as_us("overshoot_us", elapsed - asked);
 }
 
-static void case_sched_yield(void)
+void case_sched_yield(void)
 {
     enum { YIELDS = 1000 };
     u64 start = now_ns();
@@ -104,7 +104,7 @@ static void case_sched_yield(void)
 static volatile u32 timeout_word __attribute__((aligned(8)));
 static bool timed_out_waiter;
 
-static void case_futex_timeout(void)
+void case_futex_timeout(void)
 {
     long r = r_futex(&timeout_word, FUTEX_WAIT, 1, NULL);
     if (r != -(long)EAGAIN)
@@ -131,7 +131,7 @@ static void case_futex_timeout(void)
     diag("the timeout is an absolute CLOCK_MONOTONIC deadline (the context's wake time)");
 }
 
-static void case_futex_timeout_cleanup(void)
+void case_futex_timeout_cleanup(void)
 {
     if (!timed_out_waiter)
         return skip("futex_timeout left no timed-out waiter to look for");
@@ -147,7 +147,7 @@ static void case_futex_timeout_cleanup(void)
 
 /* ================================================================ anonymous memory */
 
-static void case_mmap_anon(void)
+void case_mmap_anon(void)
 {
     const u64 pages = 16, len = pages * 4096;
     struct map_r map = {.offset = 0, .size = len, .flags = PROT_READ | PROT_WRITE | MAP_PRIVATE, .address = 0};
@@ -201,7 +201,7 @@ static void hello_thread(struct thread *t)
     store64((volatile u64 *)t->arg, 0x68696c2d70726f62ULL);
 }
 
-static void case_thread_spawn(void)
+void case_thread_spawn(void)
 {
     long r = threads_init();
     if (is_err(r))
@@ -277,7 +277,7 @@ static int futex_wake_round(struct futex_waiter *w, struct thread *t, long *woke
     return 0;
 }
 
-static void case_futex_wake(void)
+void case_futex_wake(void)
 {
     if (!threads_ok)
         return skip_no_threads();
@@ -294,7 +294,7 @@ static void case_futex_wake(void)
     metric_u("retries", retries, "count"); /* rounds where the waiter had not blocked within 30 ms */
 }
 
-static void case_futex_wake_timeout(void)
+void case_futex_wake_timeout(void)
 {
     if (!threads_ok)
         return skip_no_threads();
@@ -403,34 +403,17 @@ static bool serve_one(const struct sqe *s)
     case SQE_CLOSE_MSG: server.close_msgs++; return false;
     case SQE_CLOSE: server.closes++; respond(s->tag, 0); return false;
     case SQE_CANCEL: server.cancels++; return false;
-    default:
-        if (!(s->sqe_flags & SQE_FLAG_ONEWAY))
-            respond(s->tag, -(long)ENOSYS);
-        return false;
+    default: respond_unknown(scheme_fd, s); return false;
     }
 }
 
 static void server_thread(struct thread *t)
 {
     (void)t;
-    static struct sqe batch[16];
-    for (;;) {
-        long n = r_read(scheme_fd, batch, sizeof(batch));
-        if (n == -(long)EINTR)
-            continue;
-        if (is_err(n) || n == 0) {
-            server.last_error = n;
-            return;
-        }
-        if (n % (long)sizeof(struct sqe))
-            server.bad_sizes++;
-        for (long i = 0; i < n / (long)sizeof(struct sqe); i++)
-            if (serve_one(&batch[i]))
-                return;
-    }
+    server.last_error = serve_sqes(scheme_fd, serve_one, &server.bad_sizes);
 }
 
-static void case_scheme_create(void)
+void case_scheme_create(void)
 {
     const u64 flags = O_CREAT | O_RDWR | O_CLOEXEC | O_FSYNC | O_EXLOCK;
     scheme_fd = r_open(":" SCHEME_NAME, flags);
@@ -473,7 +456,7 @@ static bool scheme_ready(void)
     return true;
 }
 
-static void case_scheme_open_close(void)
+void case_scheme_open_close(void)
 {
     if (!scheme_ready())
         return;
@@ -551,7 +534,7 @@ static void count_ooo(const struct reader *rd, u64 *ooo)
             }
 }
 
-static void case_scheme_out_of_order(void)
+void case_scheme_out_of_order(void)
 {
     if (!scheme_ready())
         return;
@@ -676,7 +659,7 @@ static u64 stress_run(u64 *stalls)
     return now_ns() - start;
 }
 
-static void case_sched_stress(void)
+void case_sched_stress(void)
 {
     if (!threads_ok)
         return skip_no_threads();
@@ -728,7 +711,7 @@ static void case_sched_stress(void)
 
 /* ================================================================ I/O privilege and the end */
 
-static void case_io_privilege(void)
+void case_io_privilege(void)
 {
     if (proc_self_fd < 0)
         return skip("no kernel.proc handle for this context: %s returned %E", threads_failed_step(),
@@ -743,6 +726,27 @@ static void case_io_privilege(void)
         outb(0xe9, (u8)*p);
     pass();
     diag("I/O ports reachable: 0xe9 (QEMU debugcon) got a line, 0x501 (isa-debug-exit) gets the verdict");
+}
+
+/* How many CPUs the kernel brought up: the first line of /scheme/sys/cpu is "CPUs: N" (kernel cpu_count()). */
+void case_cpu_count(void)
+{
+    static char text[512];
+    long fd = r_open("/scheme/sys/cpu", O_RDONLY | O_CLOEXEC);
+    if (is_err(fd))
+        return skip("open /scheme/sys/cpu returned %E", fd);
+    long n = r_read(fd, text, sizeof(text) - 1);
+    r_close(fd);
+    if (is_err(n) || n < 7 || !mem_eq_str(text, 6, "CPUs: "))
+        return fail("/scheme/sys/cpu: read returned %E, expected a first line \"CPUs: N\"", n);
+    u64 cpus = 0;
+    for (long i = 6; i < n && text[i] >= '0' && text[i] <= '9'; i++)
+        cpus = cpus * 10 + (u64)(text[i] - '0');
+    if (cpus == 0)
+        return fail("/scheme/sys/cpu names 0 CPUs");
+    pass();
+    metric_u("cpus", cpus, "count");
+    diag("the kernel counts %u CPU(s) up (/scheme/sys/cpu)", cpus);
 }
 
 static void finish(bool all_ok)

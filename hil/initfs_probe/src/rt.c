@@ -398,7 +398,7 @@ void regdump_finish(u64 plan, u64 console_result)
 
 /* ---------------------------------------------------------------- threads */
 
-#define MAX_THREADS 64
+#define MAX_THREADS 80 /* redox-nvme: 64 clients, two servers, an opener, the hello context */
 #define STACK_SIZE 16384
 
 static u8 stacks[MAX_THREADS][STACK_SIZE] __attribute__((aligned(16)));
@@ -556,4 +556,33 @@ bool wait_flag(volatile u32 *flag, u64 timeout_ns)
         sleep_ns(NS_PER_MS);
     }
     return true;
+}
+
+/* ---------------------------------------------------------------- user scheme servers */
+
+long serve_sqes(long scheme_fd, bool (*serve)(const struct sqe *), volatile u32 *bad_sizes)
+{
+    static struct sqe batches[2][16]; /* two servers at most run at once (the probe's and the NVMe one) */
+    static volatile u32 next;
+    struct sqe *batch = batches[__atomic_fetch_add(&next, 1, __ATOMIC_SEQ_CST) % 2];
+    for (;;) {
+        long n = r_read(scheme_fd, batch, sizeof(batches[0]));
+        if (n == -(long)EINTR)
+            continue;
+        if (is_err(n) || n == 0)
+            return n == 0 ? -(long)EPIPE : n;
+        if (n % (long)sizeof(struct sqe) && bad_sizes)
+            (*bad_sizes)++;
+        for (long i = 0; i < n / (long)sizeof(struct sqe); i++)
+            if (serve(&batch[i]))
+                return 0;
+    }
+}
+
+void respond_unknown(long scheme_fd, const struct sqe *s)
+{
+    if (s->sqe_flags & SQE_FLAG_ONEWAY)
+        return;
+    struct cqe c = {.flags = CQE_RESPOND_REGULAR, .extra_raw = {0, 0, 0}, .tag = s->tag, .result = (u64)-(long)ENOSYS};
+    r_write(scheme_fd, &c, sizeof(c));
 }

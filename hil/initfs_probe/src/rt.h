@@ -42,6 +42,11 @@ void metric_ns_as_us(const char *key, u64 ns); /* printed in us with three decim
 enum status case_status(const char *name);    /* the result of an earlier case */
 void regdump_finish(u64 plan, u64 console_result) __attribute__((noreturn));
 
+/* ---- a user scheme's server loop: reads Sqes in batches until `serve` says stop (0) or a read fails (its
+ * result; 0 bytes gives -EPIPE); *bad_sizes counts reads that were not a whole number of Sqes ---- */
+long serve_sqes(long scheme_fd, bool (*serve)(const struct sqe *), volatile u32 *bad_sizes);
+void respond_unknown(long scheme_fd, const struct sqe *s); /* ENOSYS unless the Sqe is one-way */
+
 /* ---- port I/O, only after the kernel granted I/O privilege (the io_privilege case) ---- */
 static inline void outb(uint16_t port, u8 value) { __asm__ volatile("outb %0, %1" ::"a"(value), "Nd"(port)); }
 

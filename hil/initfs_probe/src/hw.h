@@ -1,0 +1,31 @@
+/*
+ * What a user-space driver needs from the kernel, as the bootstrap context gets it (redox-os/kernel caf5fa95):
+ * PCI configuration space through ports 0xCF8/0xCFC (after the Iopl verb), physical memory through the
+ * `memory` scheme (`physical@uc` mappings for BARs, `zeroed@wb?phys_contiguous` for DMA, `translation` for
+ * virtual -> physical), and interrupts through the `irq` scheme.
+ */
+#pragma once
+
+#include "rt.h"
+
+static inline void outl(uint16_t port, u32 value) { __asm__ volatile("outl %0, %1" ::"a"(value), "Nd"(port)); }
+static inline u32 inl(uint16_t port)
+{
+    u32 value;
+    __asm__ volatile("inl %1, %0" : "=a"(value) : "Nd"(port));
+    return value;
+}
+static inline void mmio_barrier(void) { __asm__ volatile("mfence" ::: "memory"); }
+static inline u32 mmio_read32(volatile u32 *base, u32 offset) { return base[offset / 4]; }
+static inline void mmio_write32(volatile u32 *base, u32 offset, u32 value) { base[offset / 4] = value; }
+
+/* PCI configuration mechanism #1 (0xCF8 address, 0xCFC data); needs the io_privilege case first. */
+u32 pci_read32(u32 bdf, u32 offset);
+void pci_write32(u32 bdf, u32 offset, u32 value);
+static inline u32 pci_bdf(u32 bus, u32 dev, u32 fn) { return bus << 16 | dev << 11 | fn << 8; }
+
+/* The kernel's physical-memory interface; results are addresses or a negative errno. */
+long phys_map(u64 phys, u64 size);              /* uncached mapping of device memory */
+long dma_alloc(u64 pages, u64 *phys);           /* zeroed, physically contiguous; phys from the kernel */
+long virt_to_phys(const void *virt, u64 *phys); /* 0 or -errno */
+const char *hw_failed_step(void);
