@@ -24,19 +24,24 @@ The git side goes through `git bisect` (start, bad on every match, skip on untes
 good/bad that makes git name the culprit, log, and always reset, even on Ctrl-C); every build and run is
 also in bisect-log.jsonl, and each run keeps its own report folder.
 
-`hil bisect run-step` is the simple per-commit check for `git bisect run`: N runs (more when a failure
-rate says so), exit 1 at the first run showing the bug, 0 when all pass, 125 when nothing could be told.
+Builds are kept per commit (GitLab: the --artifact files, by content key), so the search never builds a
+commit twice; with --jobs several runs of the commit under test go at once, as many as the cores hold.
+The failure rate printed is counted from the runs at the culprit and after it, with its interval: no
+prior enters it. `hil bisect run-step` (hil/bisect_step.py) is the per-commit check for `git bisect run`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
-import math
 import os
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -54,6 +59,8 @@ UNTESTABLE_AFTER = 3  # runs in a row at one commit that tell nothing
 STAY_SHARE = 0.8  # keep testing the commit already built while it offers this share of the best information
 P_GRID = np.linspace(0.05, 1.0, 50)
 RUN_TIMEOUT = 3600.0
+RATE_LEVEL = 0.9  # the failure-rate interval printed
+ASSUMED_SMP = 2  # a VM's vCPUs when the command gives no --smp (the reference guest's default)
 SKIP_EXIT, BAD_EXIT, GOOD_EXIT = 125, 1, 0
 
 
@@ -77,6 +84,19 @@ def outcome_of(verdict: str | None, signature: str | None, wanted: str | None) -
     if wanted is None or signature == wanted:
         return Outcome.MATCH
     return Outcome.OTHER
+
+
+def rate_interval(matches: int, passes: int, level: float = RATE_LEVEL) -> tuple[float, float]:
+    """Central `level` interval of the failure rate after `matches` of `matches + passes` runs (Beta(m+1, n+1))."""
+    grid = np.linspace(0.0, 1.0, 2001)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_density = np.where(grid > 0, matches * np.log(grid), 0.0 if matches == 0 else -np.inf)
+        log_density = log_density + np.where(grid < 1, passes * np.log1p(-grid), 0.0 if passes == 0 else -np.inf)
+    cdf = np.cumsum(np.exp(log_density - log_density.max()))
+    cdf /= cdf[-1]
+    tail = (1 - level) / 2
+    low, high = np.searchsorted(cdf, tail), min(int(np.searchsorted(cdf, 1 - tail)), len(grid) - 1)
+    return float(grid[low]), float(grid[high])
 
 
 @dataclass
@@ -206,9 +226,13 @@ def _entropy_of_mixture(head: _Rows, tail: _Rows) -> np.ndarray:
 
 
 class Lab(Protocol):
-    """Where commits are built and run: git + hil run for real, a simulation in tests and the benchmark."""
+    """Where commits are built and run: git + hil run for real, a simulation in tests and the benchmark.
+    `run` may be called from several threads at once (--jobs); `restore` puts back an earlier build of
+    `commit` and says False when it cannot (then the commit is built again)."""
 
     def build(self, commit: str) -> bool: ...
+
+    def restore(self, commit: str) -> bool: ...
 
     def run(self, commit: str, index: int) -> RunRecord: ...
 
@@ -222,6 +246,7 @@ class BisectSettings:
     max_runs: int = DEFAULT_MAX_RUNS
     signature: str | None = None
     verify_good: bool = True
+    jobs: int = 1  # runs of one commit at once
 
 
 @dataclass
@@ -229,6 +254,7 @@ class CommitEvidence:
     commit: str
     runs: list[RunRecord] = field(default_factory=list)
     build_failed: bool = False
+    built: bool = False
     marked: str = ""
 
     def count(self, outcome: Outcome) -> int:
@@ -239,19 +265,47 @@ class CommitEvidence:
 class BisectResult:
     culprit: list[str]  # one commit, or the commits no test could tell apart
     confidence: float
-    p_estimate: float
+    rate: FailureRate
     signature: str | None
     evidence: dict[str, CommitEvidence]
     good_probability: dict[str, float]
     runs: int
     builds: int
+    restores: int
     endpoint_runs: int
     stopped: str  # why the search ended
+    asked: float = DEFAULT_CONFIDENCE
     git_says: str = ""
 
     @property
     def found(self) -> bool:
         return self.stopped == "confident"
+
+
+@dataclass
+class FailureRate:
+    """How often a run of a bad commit showed the bug: counted at the commits from the culprit on, no prior."""
+
+    matches: int
+    passes: int
+
+    @property
+    def runs(self) -> int:
+        return self.matches + self.passes
+
+    @property
+    def estimate(self) -> float | None:
+        return self.matches / self.runs if self.runs else None
+
+    def interval(self) -> tuple[float, float]:
+        return rate_interval(self.matches, self.passes)
+
+    def describe(self) -> str:
+        if not self.runs:
+            return "unknown (no run of a bad commit)"
+        low, high = self.interval()
+        return (f"{self.estimate:.2f} ({self.matches} of {self.runs} runs; "
+                f"{RATE_LEVEL:.0%} interval {low:.2f}-{high:.2f})")  # fmt: skip
 
 
 class BisectError(UsageError):
@@ -274,7 +328,7 @@ class FlakyBisect:
         self.evidence = {c: CommitEvidence(c) for c in [good, *self.commits]}
         self.signature = settings.signature
         self.built: str | None = None
-        self.runs = self.builds = self.endpoint_runs = 0
+        self.runs = self.builds = self.restores = self.endpoint_runs = 0
 
     def run(self) -> BisectResult:
         self._measure_bad()
@@ -289,13 +343,11 @@ class FlakyBisect:
         bad = self.commits[-1]
         if not self._build(bad):
             raise BisectError(f"the bad commit {bad[:12]} does not build")
-        for _ in range(2 * self.settings.runs):
-            record = self._run(bad, endpoint=True)
-            if self.signature is None and record.outcome == Outcome.MATCH:  # the first failure names the bug
-                self.signature = record.signature or f"{record.verdict}:unsigned"
-                self.log({"event": "signature", "signature": self.signature, "commit": bad})
-            self.model.record(len(self.commits) - 1, record.outcome)
-            if record.outcome == Outcome.MATCH:
+        while self.endpoint_runs < 2 * self.settings.runs:
+            batch = self._runs(bad, min(self.settings.jobs, 2 * self.settings.runs - self.endpoint_runs), True)
+            for record in batch:
+                self.model.record(len(self.commits) - 1, record.outcome)
+            if any(record.outcome == Outcome.MATCH for record in batch):
                 self._mark(bad, "bad")
                 return
         raise BisectError(
@@ -306,8 +358,11 @@ class FlakyBisect:
     def _verify_good(self) -> None:
         if not self._build(self.good):
             raise BisectError(f"the good commit {self.good[:12]} does not build")
-        for _ in range(self.settings.runs):
-            if self._run(self.good, endpoint=True).outcome == Outcome.MATCH:
+        done = 0
+        while done < self.settings.runs:
+            batch = self._runs(self.good, min(self.settings.jobs, self.settings.runs - done), endpoint=True)
+            done += len(batch)
+            if any(record.outcome == Outcome.MATCH for record in batch):
                 raise BisectError(f"the good commit {self.good[:12]} shows the bug ({self.signature}): not good")
 
     # the search
@@ -330,10 +385,10 @@ class FlakyBisect:
         if not self._build(commit):
             self._untestable(index, "build failed")
             return
-        record = self._run(commit)
-        self.model.record(index, record.outcome)
-        if record.outcome == Outcome.MATCH:
-            self._mark(commit, "bad")
+        for record in self._runs(commit, min(self.settings.jobs, self.settings.max_runs - self.runs)):
+            self.model.record(index, record.outcome)
+            if record.outcome == Outcome.MATCH:
+                self._mark(commit, "bad")
         recent = self.evidence[commit].runs[-UNTESTABLE_AFTER:]
         if len(recent) == UNTESTABLE_AFTER and not any(r.outcome.informative for r in recent):
             self._untestable(index, f"{UNTESTABLE_AFTER} runs in a row told nothing")
@@ -349,29 +404,47 @@ class FlakyBisect:
     # lab calls, counted and logged
 
     def _build(self, commit: str) -> bool:
+        evidence = self.evidence[commit]
         if self.built == commit:
             return True
-        if self.evidence[commit].build_failed:
+        if evidence.build_failed:
             return False
+        if evidence.built and self.lab.restore(commit):  # the search came back: no second build
+            self.restores += 1
+            self.built = commit
+            self.log({"event": "restore", "commit": commit})
+            return True
         started = time.monotonic()
         ok = self.lab.build(commit)
         self.builds += 1
         self.built = commit if ok else None
-        self.evidence[commit].build_failed = not ok
+        evidence.build_failed, evidence.built = not ok, ok
         self.log({"event": "build", "commit": commit, "ok": ok, "seconds": round(time.monotonic() - started, 3)})
         return ok
 
-    def _run(self, commit: str, endpoint: bool = False) -> RunRecord:
-        evidence = self.evidence[commit]
-        record = self.lab.run(commit, len(evidence.runs) + 1)
+    def _runs(self, commit: str, count: int, endpoint: bool = False) -> list[RunRecord]:
+        """`count` runs of the built commit, at once when more than one; each sorted, counted and logged."""
+        first = len(self.evidence[commit].runs) + 1
+        if count == 1:
+            records = [self.lab.run(commit, first)]
+        else:
+            with ThreadPoolExecutor(max_workers=count, thread_name_prefix="hil-bisect") as pool:
+                records = list(pool.map(lambda index: self.lab.run(commit, index), range(first, first + count)))
+        for record in records:
+            self._sort(record, endpoint)
+        return records
+
+    def _sort(self, record: RunRecord, endpoint: bool) -> None:
         record.outcome = outcome_of(record.verdict, record.signature, self.signature)
-        evidence.runs.append(record)
+        if self.signature is None and record.outcome == Outcome.MATCH:  # the first failure names the bug
+            self.signature = record.signature or f"{record.verdict}:unsigned"
+            self.log({"event": "signature", "signature": self.signature, "commit": record.commit})
+        self.evidence[record.commit].runs.append(record)
         if endpoint:
             self.endpoint_runs += 1
         else:
             self.runs += 1
         self.log({"event": "run", **asdict(record), "endpoint": endpoint})
-        return record
 
     def _mark(self, commit: str, term: str) -> str:
         evidence = self.evidence[commit]
@@ -396,19 +469,28 @@ class FlakyBisect:
         result = BisectResult(
             culprit=culprit,
             confidence=round(probability, 4),
-            p_estimate=round(self.model.p_estimate(), 3),
+            rate=self._failure_rate(block[-1]),
             signature=self.signature,
             evidence=self.evidence,
             good_probability=goods,
             runs=self.runs,
             builds=self.builds,
+            restores=self.restores,
             endpoint_runs=self.endpoint_runs,
             stopped=stopped,
+            asked=self.settings.confidence,
             git_says=git_says,
         )
         self.log({"event": "result", "culprit": culprit, "confidence": result.confidence, "stopped": stopped,
-                  "p": result.p_estimate, "runs": self.runs, "endpoint_runs": self.endpoint_runs})  # fmt: skip
+                  "p": result.rate.estimate, "p_matches": result.rate.matches, "p_passes": result.rate.passes,
+                  "runs": self.runs, "endpoint_runs": self.endpoint_runs, "builds": self.builds,
+                  "restores": self.restores})  # fmt: skip
         return result
+
+    def _failure_rate(self, first_bad: int) -> FailureRate:
+        """Counted where the bug is taken to be: the culprit and every commit after it, the bad one too."""
+        runs = [r for c in self.commits[first_bad:] for r in self.evidence[c].runs]
+        return FailureRate(sum(r.outcome == Outcome.MATCH for r in runs), sum(r.outcome == Outcome.PASS for r in runs))
 
 
 # --- the real lab: git + a build command + `hil run` -----------------------------------------------------------
@@ -446,21 +528,59 @@ class Git:
 
 
 class GitLab:
-    """Checks commits out (inside a `git bisect` session), builds them, runs `hil run` on them."""
+    """Checks commits out (inside a `git bisect` session), builds them, runs `hil run` on them.
 
-    def __init__(self, git: Git, build_command: str | None, run_command: list[str], log_dir: Path) -> None:
+    A build's `artifacts` (the files the build writes and the runs read) are kept per content key (the
+    commit's tree and the build command), so a commit the search returns to is restored, not rebuilt."""
+
+    def __init__(
+        self, git: Git, build_command: str | None, run_command: list[str], log_dir: Path,
+        artifacts: Sequence[Path] = (),
+    ) -> None:  # fmt: skip
         self.git, self.build_command, self.run_command, self.log_dir = git, build_command, run_command, log_dir
+        self.artifacts = [Path(a) if Path(a).is_absolute() else git.repo / a for a in artifacts]
 
     def build(self, commit: str) -> bool:
         self.git("checkout", "-q", "--detach", commit)
         if not self.build_command:
+            return True
+        if self._restore_cached(commit):  # the same tree was built already (a revert, a re-run)
             return True
         log_path = self.log_dir / "builds" / f"{commit[:12]}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "w") as log:
             done = subprocess.run(self.build_command, shell=True, cwd=self.git.repo, stdout=log,
                                   stderr=subprocess.STDOUT, check=False)  # fmt: skip
+        if done.returncode == 0 and self.artifacts:
+            self._keep(commit)
         return done.returncode == 0
+
+    def restore(self, commit: str) -> bool:
+        self.git("checkout", "-q", "--detach", commit)
+        return not self.build_command or self._restore_cached(commit)
+
+    def content_key(self, commit: str) -> str:
+        tree = self.git("rev-parse", f"{commit}^{{tree}}").strip()
+        text = "\0".join([tree, self.build_command or "", *map(str, self.artifacts)])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _cache(self, commit: str) -> Path:
+        return self.log_dir / "build-cache" / self.content_key(commit)
+
+    def _keep(self, commit: str) -> None:
+        cache = self._cache(commit)
+        shutil.rmtree(cache, ignore_errors=True)
+        for number, artifact in enumerate(self.artifacts):
+            _copy(artifact, cache / str(number))
+        (cache / "complete").touch()
+
+    def _restore_cached(self, commit: str) -> bool:
+        cache = self._cache(commit)
+        if not self.artifacts or not (cache / "complete").exists():
+            return False
+        for number, artifact in enumerate(self.artifacts):
+            _copy(cache / str(number), artifact)
+        return True
 
     def run(self, commit: str, index: int) -> RunRecord:
         report_dir = self.log_dir / "runs" / f"{commit[:12]}-{index}"
@@ -471,6 +591,19 @@ class GitLab:
 
     def mark(self, commit: str, term: str) -> str:
         return self.git("bisect", term, commit, check=False)
+
+
+def _copy(source: Path, target: Path) -> None:
+    """Replace `target` by a copy of `source`, a file or a folder (a missing source leaves no target)."""
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    else:
+        target.unlink(missing_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target, symlinks=True)
+    elif source.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
 
 
 def run_hil(
@@ -515,6 +648,7 @@ def bisect_repo(
     settings: BisectSettings,
     *,
     build: str | None = None,
+    artifacts: Sequence[Path] = (),
     log_dir: Path | None = None,
     on_event: Callable[[dict[str, Any]], None] = lambda record: None,
 ) -> tuple[BisectResult, Path]:
@@ -535,7 +669,7 @@ def bisect_repo(
          "command": command, "build": build, "settings": asdict(settings)})  # fmt: skip
     git("bisect", "start", "--first-parent", bad_sha, good_sha)
     try:
-        lab = GitLab(git, build, command, log_dir)
+        lab = GitLab(git, build, command, log_dir, artifacts)
         result = FlakyBisect(lab, good_sha, commits, settings, log).run()
     finally:
         (log_dir / "git-bisect-log.txt").write_text(git("bisect", "log", check=False))
@@ -544,95 +678,50 @@ def bisect_repo(
     return result, log_dir
 
 
-# --- `git bisect run` mode -------------------------------------------------------------------------------------
-
-
-def runs_for_confidence(failure_rate: float, confidence: float) -> int:
-    """Passing runs needed before a commit is good with `confidence`, when a bad one fails with `failure_rate`."""
-    if failure_rate >= 1:
-        return 1
-    return max(1, math.ceil(math.log(1 - confidence) / math.log(1 - failure_rate)))
-
-
-def run_step(
-    command: list[str],
-    *,
-    runs: int = DEFAULT_RUNS,
-    signature: str | None = None,
-    failure_rate: float | None = None,
-    confidence: float = DEFAULT_CONFIDENCE,
-    log_dir: Path | None = None,
-    run: Callable[[Path], tuple[str | None, str | None, str]] | None = None,
-) -> tuple[int, list[RunRecord]]:
-    """Decide one commit for `git bisect run`: (exit code 0 good / 1 bad / 125 skip, the runs behind it)."""
-    wanted = runs if failure_rate is None else min(runs_for_confidence(failure_rate, confidence), 4 * runs)
-    log_dir = private_dir(log_dir or state_dir() / "bisect-steps" / time.strftime("%Y%m%d-%H%M%S"))
-    run = run or (lambda folder: run_hil(command, folder))
-    records: list[RunRecord] = []
-    for index in range(1, 2 * wanted + 1):  # other failures and infra get a second chance each
-        verdict, sig, reason = run(log_dir / f"run-{index}")
-        record = RunRecord("HEAD", index, verdict, sig, outcome_of(verdict, sig, signature), reason=reason)
-        records.append(record)
-        if record.outcome == Outcome.MATCH:
-            return BAD_EXIT, records
-        if sum(r.outcome == Outcome.PASS for r in records) >= wanted:
-            return GOOD_EXIT, records
-    return (GOOD_EXIT if any(r.outcome == Outcome.PASS for r in records) else SKIP_EXIT), records
-
-
 # --- the command line ------------------------------------------------------------------------------------------
+
+
+def parallel_runs(jobs: int, command: Sequence[str], cores: int | None = None) -> tuple[int, int]:
+    """(runs at once, vCPUs per VM): at most `jobs`, and no more VMs than the cores hold (TCG needs a host
+    thread per vCPU, and an overloaded host stretches boots into false hangs)."""
+    smp = _smp_of(command)
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(jobs, cores // smp)), smp
+
+
+def _smp_of(command: Sequence[str]) -> int:
+    values = [b for a, b in itertools.pairwise(command) if a == "--smp"]
+    values += [a.removeprefix("--smp=") for a in command if a.startswith("--smp=")]
+    if not values:
+        return ASSUMED_SMP
+    try:
+        return max(int(part) for part in values[-1].split(","))
+    except ValueError:
+        raise UsageError(f"--smp {values[-1]!r} in the run command: give a number or a list like 1,2") from None
 
 
 def bisect_command(args: Any, terminal: Any) -> int:
     command = _after_dashes(list(args.command))
-    if command and command[0] == "run-step":
-        return _run_step_command(_run_step_options(args, command[1:]), terminal)
     if not command:
         raise UsageError("give the run after `--`: hil bisect --repo R --good A --bad B -- hil run SCENARIO ...")
     missing = [f"--{name}" for name in ("repo", "good", "bad") if not getattr(args, name)]
     if missing:
         raise UsageError(f"hil bisect needs {', '.join(missing)}")
+    jobs, smp = parallel_runs(args.jobs, command)
+    if args.jobs > 1:
+        terminal.print(f"{jobs} run(s) at once: --jobs {args.jobs}, {os.cpu_count()} cores, smp {smp} per VM")
     settings = BisectSettings(runs=args.runs, confidence=args.confidence, max_runs=args.max_runs,
-                              signature=args.signature, verify_good=not args.no_verify_good)  # fmt: skip
+                              signature=args.signature, verify_good=not args.no_verify_good, jobs=jobs)  # fmt: skip
     command = with_timeout_factor(command, args.timeout_factor)
     printer = _EventPrinter(terminal)
     result, log_dir = bisect_repo(Path(args.repo), args.good, args.bad, command, settings, build=args.build,
-                                  log_dir=args.log_dir, on_event=printer)  # fmt: skip
+                                  artifacts=args.artifact, log_dir=args.log_dir, on_event=printer)  # fmt: skip
     print_bisect_result(terminal, result, Git(Path(args.repo)), log_dir)
     return 0 if result.found else 1
 
 
 def _after_dashes(command: list[str]) -> list[str]:
     return command[1:] if command[:1] == ["--"] else command
-
-
-def _run_step_options(args: Any, rest: list[str]) -> Any:
-    """`run-step` takes its options after its name too: `hil bisect run-step --runs 5 -- hil run ...`."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="hil bisect run-step", add_help=False)
-    for name in ("runs", "signature", "failure_rate", "confidence", "timeout_factor", "log_dir"):
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=getattr(args, name))
-    options, command = parser.parse_known_args(rest)
-    options.command = _after_dashes(command)
-    for name, kind in (("runs", int), ("failure_rate", float), ("confidence", float), ("timeout_factor", float)):
-        value = getattr(options, name)
-        setattr(options, name, kind(value) if value is not None else None)
-    options.log_dir = Path(options.log_dir) if options.log_dir else None
-    return options
-
-
-def _run_step_command(args: Any, terminal: Any) -> int:
-    command = list(args.command)
-    if not command:
-        raise UsageError("give the run after `--`: hil bisect run-step [--runs N] -- hil run SCENARIO ...")
-    command = with_timeout_factor(command, args.timeout_factor)
-    code, records = run_step(command, runs=args.runs, signature=args.signature, failure_rate=args.failure_rate,
-                             confidence=args.confidence, log_dir=args.log_dir)  # fmt: skip
-    for record in records:
-        terminal.print(f"  run {record.index}: {record.verdict} {record.signature or ''} -> {record.outcome}")
-    terminal.print({GOOD_EXIT: "good", BAD_EXIT: "bad", SKIP_EXIT: "skip"}[code])
-    return code
 
 
 class _EventPrinter:
@@ -649,27 +738,42 @@ class _EventPrinter:
             )
         elif event == "build" and not record["ok"]:
             self.terminal.print(f"  build of {record['commit'][:12]} failed: skipped")
+        elif event == "restore":
+            self.terminal.print(f"  back at {record['commit'][:12]}: its build restored, not rebuilt")
         elif event in ("signature", "untestable"):
             self.terminal.print(f"  {event}: {record.get('signature') or record.get('why')}")
 
 
 def print_bisect_result(terminal: Any, result: BisectResult, git: Git, log_dir: Path) -> None:
-    terminal.print(f"signature: {result.signature}   estimated failure rate at bad commits: {result.p_estimate:.2f}")
+    terminal.print(f"signature: {result.signature}")
+    terminal.print(f"failure rate at bad commits: {result.rate.describe()}")
     terminal.print("commit        match pass other skip  P(good)  verdict")
     for commit, evidence in result.evidence.items():
-        if not evidence.runs and not evidence.build_failed:
-            continue
-        good_p = result.good_probability.get(commit)
-        verdict = evidence.marked or ("good?" if good_p is not None and good_p > 0.5 else "")
-        counts = [evidence.count(o) for o in (Outcome.MATCH, Outcome.PASS, Outcome.OTHER, Outcome.SKIP)]
-        shown = f"{good_p:7.3f}" if good_p is not None else "      -"
-        terminal.print(f"{commit[:12]}  {counts[0]:5} {counts[1]:4} {counts[2]:5} {counts[3]:4}  {shown}  {verdict}"
-                       f"  {git.subject(commit)[:50]}")  # fmt: skip
+        if evidence.runs or evidence.build_failed:
+            terminal.print(_evidence_row(commit, evidence, result.good_probability.get(commit), git))
     names = ", ".join(f"{c[:12]} {git.subject(c)}" for c in result.culprit)
-    label = "culprit" if len(result.culprit) == 1 else "culprit is one of"
-    terminal.print(f"{label}: {names}")
-    terminal.print(f"confidence {result.confidence:.3f} ({result.stopped}); {result.runs} search runs + "
-                   f"{result.endpoint_runs} endpoint runs, {result.builds} builds")  # fmt: skip
+    terminal.print(f"{_culprit_label(result)}: {names}")
+    sure = f"confidence {result.confidence:.3f}"
+    if not result.found:
+        sure += f", short of the {result.asked:.2f} asked ({result.stopped}): more --max-runs, or test by hand"
+    terminal.print(sure)
+    terminal.print(f"{result.runs} search runs + {result.endpoint_runs} endpoint runs; {result.builds} builds, "
+                   f"{result.restores} restored builds")  # fmt: skip
     if result.git_says:
         terminal.print(result.git_says.strip().splitlines()[0])
     terminal.print(f"log: {log_dir / 'bisect-log.jsonl'}  git bisect log: {log_dir / 'git-bisect-log.txt'}")
+
+
+def _evidence_row(commit: str, evidence: CommitEvidence, good_p: float | None, git: Git) -> str:
+    verdict = evidence.marked or ("good?" if good_p is not None and good_p > 0.5 else "")
+    counts = [evidence.count(o) for o in (Outcome.MATCH, Outcome.PASS, Outcome.OTHER, Outcome.SKIP)]
+    shown = f"{good_p:7.3f}" if good_p is not None else "      -"
+    return (f"{commit[:12]}  {counts[0]:5} {counts[1]:4} {counts[2]:5} {counts[3]:4}  {shown}  {verdict}"
+            f"  {git.subject(commit)[:50]}")  # fmt: skip
+
+
+def _culprit_label(result: BisectResult) -> str:
+    several = len(result.culprit) > 1
+    if result.found:
+        return "culprit is one of" if several else "culprit"
+    return "most likely culprit is one of" if several else "most likely culprit"
