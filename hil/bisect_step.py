@@ -48,7 +48,7 @@ from hil.paths import private_dir, state_dir
 
 MAX_PASSES = 40  # beyond this a step says "can't tell" rather than boot on
 SESSION_FILE = "session.json"
-HINT = "flaky bug? `hil bisect` weighs all runs together; --failure-rate R sizes a step"
+HINT = "flaky bug? `hil bisect` weighs all runs at once; --failure-rate R sizes a step"
 
 
 # --- what is known about the failure rate ----------------------------------------------------------------------
