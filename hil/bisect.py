@@ -87,16 +87,18 @@ def outcome_of(verdict: str | None, signature: str | None, wanted: str | None) -
 
 
 def rate_interval(matches: int, passes: int, level: float = RATE_LEVEL) -> tuple[float, float]:
-    """Central `level` interval of the failure rate after `matches` of `matches + passes` runs (Beta(m+1, n+1))."""
+    """A `level` interval of the failure rate after `matches` of `matches + passes` runs (Beta(m+1, n+1))."""
     grid = np.linspace(0.0, 1.0, 2001)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_density = np.where(grid > 0, matches * np.log(grid), 0.0 if matches == 0 else -np.inf)
         log_density = log_density + np.where(grid < 1, passes * np.log1p(-grid), 0.0 if passes == 0 else -np.inf)
     cdf = np.cumsum(np.exp(log_density - log_density.max()))
     cdf /= cdf[-1]
-    tail = (1 - level) / 2
-    low, high = np.searchsorted(cdf, tail), min(int(np.searchsorted(cdf, 1 - tail)), len(grid) - 1)
-    return float(grid[low]), float(grid[high])
+    # One-sided when every run went one way: the estimate (0 or 1) must lie inside its own interval.
+    low_tail = 0.0 if matches == 0 else (1 - level) if passes == 0 else (1 - level) / 2
+    high_tail = 1.0 if passes == 0 else level if matches == 0 else 1 - (1 - level) / 2
+    low, high = np.searchsorted(cdf, low_tail), min(int(np.searchsorted(cdf, high_tail)), len(grid) - 1)
+    return float(grid[low]) if matches else 0.0, float(grid[high]) if passes else 1.0
 
 
 @dataclass
@@ -754,7 +756,8 @@ def print_bisect_result(terminal: Any, result: BisectResult, git: Git, log_dir: 
     terminal.print("commit        match pass other skip  P(good)  verdict")
     for commit, evidence in result.evidence.items():
         if evidence.runs or evidence.build_failed:
-            terminal.print(_evidence_row(commit, evidence, result.good_probability.get(commit), git))
+            row = _evidence_row(commit, evidence, result.good_probability.get(commit), git)
+            terminal.print(row[: max(60, getattr(terminal, "width", 120))])  # one line per commit: subjects cut
     names = ", ".join(f"{c[:12]} {git.subject(c)}" for c in result.culprit)
     terminal.print(f"{_culprit_label(result)}: {names}")
     sure = f"confidence {result.confidence:.3f}"
@@ -765,7 +768,9 @@ def print_bisect_result(terminal: Any, result: BisectResult, git: Git, log_dir: 
                    f"{result.restores} restored builds")  # fmt: skip
     if result.git_says:
         terminal.print(result.git_says.strip().splitlines()[0])
-    terminal.print(f"log: {log_dir / 'bisect-log.jsonl'}  git bisect log: {log_dir / 'git-bisect-log.txt'}")
+    # Paths whole, never wrapped, so they can be copied.
+    terminal.print(f"log: {log_dir / 'bisect-log.jsonl'}", soft_wrap=True)
+    terminal.print(f"git bisect log: {log_dir / 'git-bisect-log.txt'}", soft_wrap=True)
 
 
 def _evidence_row(commit: str, evidence: CommitEvidence, good_p: float | None, git: Git) -> str:
@@ -773,7 +778,7 @@ def _evidence_row(commit: str, evidence: CommitEvidence, good_p: float | None, g
     counts = [evidence.count(o) for o in (Outcome.MATCH, Outcome.PASS, Outcome.OTHER, Outcome.SKIP)]
     shown = f"{good_p:7.3f}" if good_p is not None else "      -"
     return (f"{commit[:12]}  {counts[0]:5} {counts[1]:4} {counts[2]:5} {counts[3]:4}  {shown}  {verdict}"
-            f"  {git.subject(commit)[:50]}")  # fmt: skip
+            f"  {git.subject(commit)}")  # fmt: skip
 
 
 def _culprit_label(result: BisectResult) -> str:
