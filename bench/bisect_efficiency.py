@@ -126,8 +126,8 @@ def one_trial(args: argparse.Namespace, p: float, rng: random.Random, known_p: b
 
 
 def endpoint_runs(p: float) -> int:
-    """--runs that reproduce the bug at the bad commit (2x this many runs) in 98 % of trials."""
-    return max(2, math.ceil(math.log(0.02) / math.log(1 - p) / 2)) if p < 1 else 1
+    """--runs that reproduce the bug at the bad commit (2x this many runs) in 99 % of trials."""
+    return max(2, math.ceil(math.log(0.01) / math.log(1 - p) / 2)) if p < 1 else 1
 
 
 def simulate(args: argparse.Namespace, p: float, known_p: bool) -> tuple[list[Trial], int]:

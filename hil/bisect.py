@@ -7,9 +7,10 @@ weigh evidence instead of trusting single runs (the idea of syzkaller's flaky-aw
   `pass`, `other` (a different failure: it hides whether this bug is there, so it counts neither way)
   and `skip` (infra: QEMU or the host failed). A build that fails makes its commit untestable (`git bisect
   skip`), and so do three runs in a row at one commit that tell nothing.
-- The bad commit is run N times, and on until the bug shows (at most 2N runs): that proves it reproduces,
-  fixes the signature when none is given, and is the first evidence about p, the chance that a run of a bad commit
-  shows the bug. The good commit is run N times: the bug there would make the whole search meaningless.
+- The bad commit is run N times, and on until the bug showed twice (at most 2N runs; once is enough at
+  the end): that proves it reproduces, fixes the signature when none is given, and is the first evidence
+  about p, the chance that a run of a bad commit shows the bug. The good commit is run N times: the bug
+  there would make the whole search meaningless.
 - The search is Bayesian over (culprit, p): a uniform prior on which commit of good..bad introduced the
   bug and on p (a grid), updated by every run: a match at commit c proves c bad (no false positives), a
   pass at c multiplies the chance that c is bad by (1 - p). Each next run goes to the commit whose outcome
@@ -55,8 +56,9 @@ from hil.paths import private_dir, state_dir
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_RUNS = 3
 DEFAULT_MAX_RUNS = 200
+MATCHES_AT_BAD = 2  # failures the bad commit must show (within 2 x --runs) before the search
 UNTESTABLE_AFTER = 3  # runs in a row at one commit that tell nothing
-STAY_SHARE = 0.8  # keep testing the commit already built while it offers this share of the best information
+STAY_SHARE = 0.95  # test a commit already built while it offers this share of the best information
 P_GRID = np.linspace(0.05, 1.0, 50)
 RUN_TIMEOUT = 3600.0
 RATE_LEVEL = 0.9  # the failure-rate interval printed
@@ -347,19 +349,23 @@ class FlakyBisect:
         bad = self.commits[-1]
         if not self._build(bad):
             raise BisectError(f"the bad commit {bad[:12]} does not build")
-        while self.endpoint_runs < 2 * self.settings.runs:
+        while self.endpoint_runs < 2 * self.settings.runs and not self._bad_measured():
             batch = self._runs(bad, min(self.settings.jobs, 2 * self.settings.runs - self.endpoint_runs), True)
             for record in batch:
                 self.model.record(len(self.commits) - 1, record.outcome)
-            # At least --runs runs even after the bug showed: they are the first measure of p, and a p
-            # guessed from one run made the search overconfident when p is low (92 % right at p = 0.3).
-            if self.endpoint_runs >= self.settings.runs and self.evidence[bad].count(Outcome.MATCH):
-                self._mark(bad, "bad")
-                return
+        if self.evidence[bad].count(Outcome.MATCH):
+            self._mark(bad, "bad")
+            return
         raise BisectError(
             f"the bug does not reproduce at the bad commit {bad[:12]} in {2 * self.settings.runs} runs "
             f"(signature {self.signature or 'any failure'}); more --runs, or check the command"
         )
+
+    def _bad_measured(self) -> bool:
+        # At least --runs runs and two failures (within 2 x --runs): the first measure of p. A p guessed
+        # from one failure made the search overconfident when p is low (92 % right at p = 0.3).
+        runs = self.evidence[self.commits[-1]]
+        return len(runs.runs) >= self.settings.runs and runs.count(Outcome.MATCH) >= MATCHES_AT_BAD
 
     def _verify_good(self) -> None:
         if not self._build(self.good):

@@ -188,7 +188,6 @@ def _runs(
         seen, sig, reason = run(index)
         record = RunRecord("HEAD", index, seen, sig, outcome_of(seen, sig, signature), reason=reason)
         records.append(record)
-        signature = signature or (record.signature if record.outcome == Outcome.MATCH else None)
         passes = sum(r.outcome == Outcome.PASS for r in records)
         if record.outcome == Outcome.MATCH:
             return verdict(BAD_EXIT, f"run {index} showed the bug ({record.signature or record.verdict})")

@@ -167,7 +167,7 @@ def _add_bisect(commands: argparse._SubParsersAction) -> None:
     bisect.add_argument("--bad", help="a revision with the bug")
     bisect.add_argument("--build", help="shell command run in the repository at each commit (failure: skip)")
     bisect.add_argument("--runs", type=positive_int, default=3,
-                        help="runs at each endpoint (the bad one: up to twice this until the bug shows); "
+                        help="runs at each endpoint (the bad one: up to twice this until the bug showed twice); "
                         "run-step: runs per commit")  # fmt: skip
     bisect.add_argument("--confidence", type=probability, default=0.95, help="stop at this confidence")
     bisect.add_argument("--max-runs", type=positive_int, default=200, help="give up after this many search runs")
