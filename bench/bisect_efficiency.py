@@ -1,18 +1,23 @@
-"""Boots `hil bisect` needs to name the culprit among 64 commits when the bug shows in half the runs.
+"""Runs `hil bisect` needs to name the culprit among 64 commits, against the information bound.
 
 Simulated, no QEMU: commit i (1..64, after a known good commit 0; commit 64 is the known bad one) is bad
 when i >= the culprit, drawn uniformly; a run of a bad commit shows the bug with probability p, a run of a
-good commit never does. The bisection itself (hil.bisect.FlakyBisect, the code `hil bisect` runs) does not
-know p or the culprit.
+good commit never does. As in real use, UNBUILDABLE random commits do not build, INFRA of all runs are
+infra errors, and a second, unrelated bug crashes OTHER_RATE of the runs at OTHER_SPAN commits (another
+signature). The bisection itself (hil.bisect.FlakyBisect, the code `hil bisect` runs) knows neither p nor
+the culprit.
 
-The information bound: to name one of M = 64 equally likely culprits with error probability at most
-e = 1 - confidence, any procedure must gain at least log2(M) - h(e) - e * log2(M - 1) bits (Fano's
-inequality). One run carries at most C bits: its outcome passes through a Z-channel (a good commit always
-passes; a bad one fails with probability p), whose capacity is C = log2(1 + (1 - p) * p^(p / (1 - p)))
-(0.322 bits at p = 0.5), and choosing each test from earlier outcomes (feedback) cannot raise a channel's
-capacity. So the expected number of runs is at least bits / C, even for a procedure that knows p. The
-ratio printed is the search's mean runs over that bound; endpoint runs (reproducing at the bad commit,
-checking the good one) are shown apart because the bound takes the endpoints as given.
+The bound. A commit that does not build cannot be told from the next one, so the answer is one of the
+blocks (a testable commit with the unbuildable ones just before it); with the culprit uniform, naming its
+block takes H(B) bits, and naming it with error e at least H(B) - h(e) - e * log2(blocks - 1) (Fano), with
+e the error actually reached (the share of trials naming the wrong block). One run carries at most C bits:
+a good commit always passes, a bad one fails with probability p, a Z-channel whose "bad" input reads as a
+pass with probability q = 1 - p, of capacity C = log2(1 + p * q^(q / p)) (0.322 bits at p = 0.5, 0.177
+at p = 0.3); an infra run erases the outcome, leaving (1 - INFRA) * C. Feedback (choosing each test from
+earlier outcomes) cannot raise a channel's capacity, so the expected number of search runs is at least
+bits / C, even for a procedure that knows p. The first ratio is the search runs over that bound; the
+second adds the endpoint runs (reproducing at the bad commit, checking the good one), which the bound
+takes as given.
 """
 
 from __future__ import annotations
@@ -21,13 +26,18 @@ import argparse
 import math
 import random
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from hil.bisect import BisectError, BisectSettings, CulpritModel, FlakyBisect, Outcome, RunRecord
 
 TARGET_RATIO = 1.5
+TARGET_RIGHT = 0.95
+UNBUILDABLE = 2
+INFRA = 0.05
+OTHER_RATE, OTHER_SPAN = 0.3, 4
+SIGNATURE, OTHER_SIGNATURE = "hang:deadlock/idle:stage:ready", "crash:Oops:other_driver"
 
 
 @dataclass
@@ -35,87 +45,141 @@ class SimulatedLab:
     culprit: int
     failure_rate: float
     rng: random.Random
+    broken: set[int] = field(default_factory=set)
+    other: set[int] = field(default_factory=set)  # where the unrelated bug shows
 
     def build(self, commit: str) -> bool:
+        return int(commit) not in self.broken
+
+    def restore(self, commit: str) -> bool:
         return True
 
     def run(self, commit: str, index: int) -> RunRecord:
-        bad = int(commit) >= self.culprit
-        failed = bad and self.rng.random() < self.failure_rate
-        verdict, signature = ("hang", "hang:deadlock/idle:stage:ready") if failed else ("pass", None)
-        return RunRecord(commit, index, verdict, signature, Outcome.SKIP)
+        number, roll = int(commit), self.rng.random()
+        if roll < INFRA:
+            return RunRecord(commit, index, "infra", None, Outcome.SKIP)
+        if number in self.other and self.rng.random() < OTHER_RATE:
+            return RunRecord(commit, index, "crash", OTHER_SIGNATURE, Outcome.SKIP)
+        failed = number >= self.culprit and self.rng.random() < self.failure_rate
+        return RunRecord(commit, index, "hang" if failed else "pass", SIGNATURE if failed else None, Outcome.SKIP)
 
     def mark(self, commit: str, term: str) -> str:
         return ""
 
 
-def information_bound(commits: int, failure_rate: float, confidence: float) -> tuple[float, float, float]:
-    """(bits needed, bits per run at most, runs at least) as in the module notes."""
-    error = 1 - confidence
-    entropy = -error * math.log2(error) - (1 - error) * math.log2(1 - error)
-    bits = math.log2(commits) - entropy - error * math.log2(commits - 1)
-    p = failure_rate
-    capacity = math.log2(1 + (1 - p) * p ** (p / (1 - p))) if p < 1 else 1.0
-    return bits, capacity, bits / capacity
+def z_capacity(p: float) -> float:
+    """Bits per run at most: the Z-channel where a bad commit shows the bug with p, a good one never."""
+    if p >= 1:
+        return 1.0
+    q = 1 - p
+    return math.log2(1 + p * q ** (q / p))
+
+
+def binary_entropy(e: float) -> float:
+    return 0.0 if e <= 0 or e >= 1 else -e * math.log2(e) - (1 - e) * math.log2(1 - e)
+
+
+def block_sizes(commits: int, broken: set[int]) -> list[int]:
+    """Sizes of the groups no test can split (hil.bisect.CulpritModel.blocks) for these broken commits."""
+    sizes, current = [], 0
+    for number in range(1, commits + 1):
+        current += 1
+        if number not in broken or number == commits:
+            sizes.append(current)
+            current = 0
+    return sizes
+
+
+def bits_needed(sizes: list[int], error: float) -> float:
+    total = sum(sizes)
+    entropy = -sum(s / total * math.log2(s / total) for s in sizes)
+    return max(0.0, entropy - binary_entropy(error) - error * math.log2(max(1, len(sizes) - 1)))
 
 
 @dataclass
-class Tally:
-    search: list[int]
-    endpoint: list[int]
-    builds: list[int]
-    right: int = 0
-    unreproduced: int = 0
+class Trial:
+    sizes: list[int]
+    search: int
+    endpoint: int
+    builds: int
+    distinct: int
+    right: bool
 
 
-def simulate(args: argparse.Namespace, known_p: bool) -> Tally:
-    """Bisect `args.trials` random culprits; with `known_p` the model is told p (a one-point grid)."""
-    rng = random.Random(args.seed)
-    settings = BisectSettings(runs=args.runs, confidence=args.confidence)
+def one_trial(args: argparse.Namespace, p: float, rng: random.Random, known_p: bool) -> Trial | None:
+    culprit = rng.randint(1, args.commits)
+    broken = set(rng.sample(range(1, args.commits), UNBUILDABLE))
+    start = rng.randint(1, args.commits - OTHER_SPAN - 4)
+    lab = SimulatedLab(culprit, p, rng, broken, set(range(start, start + OTHER_SPAN)))
     commits = [str(i) for i in range(1, args.commits + 1)]
-    tally = Tally([], [], [])
+    settings = BisectSettings(runs=args.runs or endpoint_runs(p), confidence=args.confidence)
+    bisection = FlakyBisect(lab, "0", commits, settings)
+    if known_p:
+        bisection.model = CulpritModel(len(commits), np.array([p]))
+    try:
+        result = bisection.run()
+    except BisectError:  # the bad commit did not fail in 2 x --runs runs: hil bisect stops and says so
+        return None
+    distinct = sum(1 for e in result.evidence.values() if e.runs or e.build_failed)
+    return Trial(block_sizes(args.commits, broken), result.runs, result.endpoint_runs, result.builds, distinct,
+                 str(culprit) in result.culprit)  # fmt: skip
+
+
+def endpoint_runs(p: float) -> int:
+    """--runs that reproduce the bug at the bad commit (2x this many runs) in 99 % of trials."""
+    return max(2, math.ceil(math.log(0.01) / math.log(1 - p) / 2)) if p < 1 else 1
+
+
+def simulate(args: argparse.Namespace, p: float, known_p: bool) -> tuple[list[Trial], int]:
+    rng = random.Random(args.seed)
+    trials, unreproduced = [], 0
     for _ in range(args.trials):
-        culprit = rng.randint(1, args.commits)
-        bisection = FlakyBisect(SimulatedLab(culprit, args.failure_rate, rng), "0", commits, settings)
-        if known_p:
-            bisection.model = CulpritModel(len(commits), np.array([args.failure_rate]))
-        try:
-            result = bisection.run()
-        except BisectError:  # the bad commit did not fail in 2 x --runs runs: hil bisect stops and says so
-            tally.unreproduced += 1
-            continue
-        tally.search.append(result.runs)
-        tally.endpoint.append(result.endpoint_runs)
-        tally.builds.append(result.builds)
-        tally.right += result.culprit == [str(culprit)]
-    return tally
+        trial = one_trial(args, p, rng, known_p)
+        if trial is None:
+            unreproduced += 1
+        else:
+            trials.append(trial)
+    return trials, unreproduced
 
 
-def report(name: str, tally: Tally, bound: float, confidence: float) -> float:
-    search, endpoint = statistics.mean(tally.search), statistics.mean(tally.endpoint)
-    right = tally.right / len(tally.search)
-    print(f"{name}: search runs mean {search:.1f} (median {statistics.median(tally.search):.0f}, "
-          f"max {max(tally.search)}), endpoint runs {endpoint:.1f}, builds {statistics.mean(tally.builds):.1f}, "
-          f"culprit right {right:.1%} (asked {confidence:.0%}), unreproduced {tally.unreproduced}")  # fmt: skip
-    print(f"  ratio to the bound: search {search / bound:.2f}x, with endpoint runs {(search + endpoint) / bound:.2f}x")
-    return search / bound
+def report(name: str, p: float, trials: list[Trial], unreproduced: int) -> tuple[float, float, float]:
+    right = sum(t.right for t in trials) / len(trials)
+    capacity = (1 - INFRA) * z_capacity(p)
+    bound = statistics.mean(bits_needed(t.sizes, 1 - right) for t in trials) / capacity
+    search = statistics.mean(t.search for t in trials)
+    endpoint = statistics.mean(t.endpoint for t in trials)
+    builds, distinct = statistics.mean(t.builds for t in trials), statistics.mean(t.distinct for t in trials)
+    print(f"  {name}: search runs mean {search:.1f} (median {statistics.median(t.search for t in trials):.0f}, "
+          f"max {max(t.search for t in trials)}), endpoint runs {endpoint:.1f}; culprit right {right:.1%}; "
+          f"builds {builds:.1f} for {distinct:.1f} distinct commits; unreproduced {unreproduced}")  # fmt: skip
+    print(f"    bound at that accuracy {bound:.1f} runs; ratio: search {search / bound:.2f}x, "
+          f"with endpoint runs {(search + endpoint) / bound:.2f}x")  # fmt: skip
+    return search / bound, (search + endpoint) / bound, right
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commits", type=int, default=64)
-    parser.add_argument("--failure-rate", type=float, default=0.5)
+    parser.add_argument("--failure-rate", type=float, action="append", help="p (repeatable; default 0.5 and 0.3)")
     parser.add_argument("--confidence", type=float, default=0.95)
-    parser.add_argument("--runs", type=int, default=3, help="hil bisect --runs (endpoint runs)")
+    parser.add_argument("--runs", type=int, help="hil bisect --runs (default: enough to reproduce in 98 %%)")
     parser.add_argument("--trials", type=int, default=400)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    bits, capacity, bound = information_bound(args.commits, args.failure_rate, args.confidence)
-    print(f"{args.commits} commits, failure rate {args.failure_rate}, confidence {args.confidence}, {args.trials}x")
-    print(f"information bound: {bits:.3f} bits needed / {capacity:.4f} bits per run = {bound:.1f} runs")
-    ratio = report("hil bisect (p unknown, learned)", simulate(args, known_p=False), bound, args.confidence)
-    report("same search told p", simulate(args, known_p=True), bound, args.confidence)
-    print(f"ratio (hil bisect, search runs): {ratio:.2f}x, target <= {TARGET_RATIO}x")
+    print(f"{args.commits} commits ({UNBUILDABLE} unbuildable), {INFRA:.0%} infra runs, a second bug in "
+          f"{OTHER_RATE:.0%} of runs at {OTHER_SPAN} commits; confidence {args.confidence}, "
+          f"{args.trials} trials")  # fmt: skip
+    verdicts = []
+    for p in args.failure_rate or [0.5, 0.3]:
+        runs = args.runs or endpoint_runs(p)
+        print(f"p = {p}: {z_capacity(p):.4f} bits per run at most, --runs {runs} at the endpoints")
+        ratio, with_endpoints, right = report("hil bisect (p learned)", p, *simulate(args, p, known_p=False))
+        report("same search told p", p, *simulate(args, p, known_p=True))
+        ok = ratio <= TARGET_RATIO and right >= TARGET_RIGHT
+        verdicts.append(f"p={p}: {ratio:.2f}x ({with_endpoints:.2f}x with endpoints), right {right:.1%}"
+                        f" {'ok' if ok else 'MISSED'}")  # fmt: skip
+    target = f"target <= {TARGET_RATIO}x in search runs with the culprit right >= {TARGET_RIGHT:.0%}"
+    print(f"{target}: " + "; ".join(verdicts))
 
 
 if __name__ == "__main__":

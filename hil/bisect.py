@@ -7,13 +7,14 @@ weigh evidence instead of trusting single runs (the idea of syzkaller's flaky-aw
   `pass`, `other` (a different failure: it hides whether this bug is there, so it counts neither way)
   and `skip` (infra: QEMU or the host failed). A build that fails makes its commit untestable (`git bisect
   skip`), and so do three runs in a row at one commit that tell nothing.
-- The bad commit is run until the bug shows (at most 2N runs): that proves it reproduces, fixes the
-  signature when none is given, and is the first evidence about p, the chance that a run of a bad commit
-  shows the bug. The good commit is run N times: the bug there would make the whole search meaningless.
+- The bad commit is run N times, and on until the bug showed twice (at most 2N runs; once is enough at
+  the end): that proves it reproduces, fixes the signature when none is given, and is the first evidence
+  about p, the chance that a run of a bad commit shows the bug. The good commit is run N times: the bug
+  there would make the whole search meaningless.
 - The search is Bayesian over (culprit, p): a uniform prior on which commit of good..bad introduced the
   bug and on p (a grid), updated by every run: a match at commit c proves c bad (no false positives), a
   pass at c multiplies the chance that c is bad by (1 - p). Each next run goes to the commit whose outcome
-  is expected to tell the most about the culprit (largest expected entropy drop), staying on the commit
+  is expected to tell the most about the culprit (largest expected entropy drop), preferring a commit
   already built unless another is clearly better, since builds cost time. The search stops once one
   commit holds `confidence` (default 0.95) of the probability: that is the confidence printed. The chance
   that a commit is good, P(culprit after it), is printed per commit; with p known it is 1 - (1 - p)^k
@@ -24,19 +25,24 @@ The git side goes through `git bisect` (start, bad on every match, skip on untes
 good/bad that makes git name the culprit, log, and always reset, even on Ctrl-C); every build and run is
 also in bisect-log.jsonl, and each run keeps its own report folder.
 
-`hil bisect run-step` is the simple per-commit check for `git bisect run`: N runs (more when a failure
-rate says so), exit 1 at the first run showing the bug, 0 when all pass, 125 when nothing could be told.
+Builds are kept per commit (GitLab: the --artifact files, by content key), so the search never builds a
+commit twice; with --jobs several runs of the commit under test go at once, as many as the cores hold.
+The failure rate printed is counted from the runs at the culprit and after it, with its interval: no
+prior enters it. `hil bisect run-step` (hil/bisect_step.py) is the per-commit check for `git bisect run`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
-import math
 import os
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -50,10 +56,13 @@ from hil.paths import private_dir, state_dir
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_RUNS = 3
 DEFAULT_MAX_RUNS = 200
+MATCHES_AT_BAD = 2  # failures the bad commit must show (within 2 x --runs) before the search
 UNTESTABLE_AFTER = 3  # runs in a row at one commit that tell nothing
-STAY_SHARE = 0.8  # keep testing the commit already built while it offers this share of the best information
+STAY_SHARE = 0.95  # test a commit already built while it offers this share of the best information
 P_GRID = np.linspace(0.05, 1.0, 50)
 RUN_TIMEOUT = 3600.0
+RATE_LEVEL = 0.9  # the failure-rate interval printed
+ASSUMED_SMP = 2  # a VM's vCPUs when the command gives no --smp (the reference guest's default)
 SKIP_EXIT, BAD_EXIT, GOOD_EXIT = 125, 1, 0
 
 
@@ -77,6 +86,21 @@ def outcome_of(verdict: str | None, signature: str | None, wanted: str | None) -
     if wanted is None or signature == wanted:
         return Outcome.MATCH
     return Outcome.OTHER
+
+
+def rate_interval(matches: int, passes: int, level: float = RATE_LEVEL) -> tuple[float, float]:
+    """A `level` interval of the failure rate after `matches` of `matches + passes` runs (Beta(m+1, n+1))."""
+    grid = np.linspace(0.0, 1.0, 2001)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_density = np.where(grid > 0, matches * np.log(grid), 0.0 if matches == 0 else -np.inf)
+        log_density = log_density + np.where(grid < 1, passes * np.log1p(-grid), 0.0 if passes == 0 else -np.inf)
+    cdf = np.cumsum(np.exp(log_density - log_density.max()))
+    cdf /= cdf[-1]
+    # One-sided when every run went one way: the estimate (0 or 1) must lie inside its own interval.
+    low_tail = 0.0 if matches == 0 else (1 - level) if passes == 0 else (1 - level) / 2
+    high_tail = 1.0 if passes == 0 else level if matches == 0 else 1 - (1 - level) / 2
+    low, high = np.searchsorted(cdf, low_tail), min(int(np.searchsorted(cdf, high_tail)), len(grid) - 1)
+    return float(grid[low]) if matches else 0.0, float(grid[high]) if passes else 1.0
 
 
 @dataclass
@@ -142,10 +166,10 @@ class CulpritModel:
         return max(((block, float(marginal[block].sum())) for block in self.blocks()), key=lambda item: item[1])
 
     def information_gains(self) -> np.ndarray:
-        """Expected entropy drop (bits) of the posterior for one run at each commit.
+        """Expected entropy drop (bits) of the culprit's posterior for one run at each commit.
 
-        The entropy is that of the joint (culprit, p): a run also pays for what it teaches about p, which
-        every later decision leans on."""
+        Only the culprit's entropy counts: what a run teaches about p comes for free and paying for it
+        (the joint's entropy) cost about 5 % more runs in bench/bisect_efficiency.py."""
         joint = self.joint()
         fail, passed = joint * self.grid, joint * (1 - self.grid)
         rows = _Rows(joint)
@@ -158,13 +182,15 @@ class CulpritModel:
         gains[-1] = -np.inf  # the bad commit tells about p only
         return gains
 
-    def choose(self, current: int | None = None) -> int | None:
+    def choose(self, built: Sequence[int] = ()) -> int | None:
+        """The most informative commit, or one already built (no new build) that offers STAY_SHARE of it."""
         gains = self.information_gains()
         best = int(np.argmax(gains))
         if not np.isfinite(gains[best]):
             return None
-        if current is not None and np.isfinite(gains[current]) and gains[current] >= STAY_SHARE * gains[best]:
-            return current
+        near = max(built, key=lambda index: gains[index], default=None)
+        if near is not None and np.isfinite(gains[near]) and gains[near] >= STAY_SHARE * gains[best]:
+            return near
         return best
 
 
@@ -174,11 +200,11 @@ def _xlogx(values: np.ndarray) -> np.ndarray:
 
 
 class _Rows:
-    """Per culprit row of a (culprit, p) table: its mass and its sum of x log x, for prefix entropies."""
+    """Per culprit row of a (culprit, p) table: its mass and its x log x, for the culprit's prefix entropies."""
 
     def __init__(self, table: np.ndarray) -> None:
         self.total = table.sum(axis=1)
-        self.xlogx = _xlogx(table).sum(axis=1)
+        self.xlogx = _xlogx(self.total)
 
     def entropy(self) -> float:
         return float(_normalized_entropy(self.total.sum(), self.xlogx.sum()))
@@ -206,9 +232,13 @@ def _entropy_of_mixture(head: _Rows, tail: _Rows) -> np.ndarray:
 
 
 class Lab(Protocol):
-    """Where commits are built and run: git + hil run for real, a simulation in tests and the benchmark."""
+    """Where commits are built and run: git + hil run for real, a simulation in tests and the benchmark.
+    `run` may be called from several threads at once (--jobs); `restore` puts back an earlier build of
+    `commit` and says False when it cannot (then the commit is built again)."""
 
     def build(self, commit: str) -> bool: ...
+
+    def restore(self, commit: str) -> bool: ...
 
     def run(self, commit: str, index: int) -> RunRecord: ...
 
@@ -222,6 +252,7 @@ class BisectSettings:
     max_runs: int = DEFAULT_MAX_RUNS
     signature: str | None = None
     verify_good: bool = True
+    jobs: int = 1  # runs of one commit at once
 
 
 @dataclass
@@ -229,6 +260,7 @@ class CommitEvidence:
     commit: str
     runs: list[RunRecord] = field(default_factory=list)
     build_failed: bool = False
+    built: bool = False
     marked: str = ""
 
     def count(self, outcome: Outcome) -> int:
@@ -239,19 +271,47 @@ class CommitEvidence:
 class BisectResult:
     culprit: list[str]  # one commit, or the commits no test could tell apart
     confidence: float
-    p_estimate: float
+    rate: FailureRate
     signature: str | None
     evidence: dict[str, CommitEvidence]
     good_probability: dict[str, float]
     runs: int
     builds: int
+    restores: int
     endpoint_runs: int
     stopped: str  # why the search ended
+    asked: float = DEFAULT_CONFIDENCE
     git_says: str = ""
 
     @property
     def found(self) -> bool:
         return self.stopped == "confident"
+
+
+@dataclass
+class FailureRate:
+    """How often a run of a bad commit showed the bug: counted at the commits from the culprit on, no prior."""
+
+    matches: int
+    passes: int
+
+    @property
+    def runs(self) -> int:
+        return self.matches + self.passes
+
+    @property
+    def estimate(self) -> float | None:
+        return self.matches / self.runs if self.runs else None
+
+    def interval(self) -> tuple[float, float]:
+        return rate_interval(self.matches, self.passes)
+
+    def describe(self) -> str:
+        if not self.runs:
+            return "unknown (no run of a bad commit)"
+        low, high = self.interval()
+        return (f"{self.estimate:.2f} ({self.matches} of {self.runs} runs; "
+                f"{RATE_LEVEL:.0%} interval {low:.2f}-{high:.2f})")  # fmt: skip
 
 
 class BisectError(UsageError):
@@ -274,7 +334,7 @@ class FlakyBisect:
         self.evidence = {c: CommitEvidence(c) for c in [good, *self.commits]}
         self.signature = settings.signature
         self.built: str | None = None
-        self.runs = self.builds = self.endpoint_runs = 0
+        self.runs = self.builds = self.restores = self.endpoint_runs = 0
 
     def run(self) -> BisectResult:
         self._measure_bad()
@@ -289,25 +349,32 @@ class FlakyBisect:
         bad = self.commits[-1]
         if not self._build(bad):
             raise BisectError(f"the bad commit {bad[:12]} does not build")
-        for _ in range(2 * self.settings.runs):
-            record = self._run(bad, endpoint=True)
-            if self.signature is None and record.outcome == Outcome.MATCH:  # the first failure names the bug
-                self.signature = record.signature or f"{record.verdict}:unsigned"
-                self.log({"event": "signature", "signature": self.signature, "commit": bad})
-            self.model.record(len(self.commits) - 1, record.outcome)
-            if record.outcome == Outcome.MATCH:
-                self._mark(bad, "bad")
-                return
+        while self.endpoint_runs < 2 * self.settings.runs and not self._bad_measured():
+            batch = self._runs(bad, min(self.settings.jobs, 2 * self.settings.runs - self.endpoint_runs), True)
+            for record in batch:
+                self.model.record(len(self.commits) - 1, record.outcome)
+        if self.evidence[bad].count(Outcome.MATCH):
+            self._mark(bad, "bad")
+            return
         raise BisectError(
             f"the bug does not reproduce at the bad commit {bad[:12]} in {2 * self.settings.runs} runs "
             f"(signature {self.signature or 'any failure'}); more --runs, or check the command"
         )
 
+    def _bad_measured(self) -> bool:
+        # At least --runs runs and two failures (within 2 x --runs): the first measure of p. A p guessed
+        # from one failure made the search overconfident when p is low (92 % right at p = 0.3).
+        runs = self.evidence[self.commits[-1]]
+        return len(runs.runs) >= self.settings.runs and runs.count(Outcome.MATCH) >= MATCHES_AT_BAD
+
     def _verify_good(self) -> None:
         if not self._build(self.good):
             raise BisectError(f"the good commit {self.good[:12]} does not build")
-        for _ in range(self.settings.runs):
-            if self._run(self.good, endpoint=True).outcome == Outcome.MATCH:
+        done = 0
+        while done < self.settings.runs:
+            batch = self._runs(self.good, min(self.settings.jobs, self.settings.runs - done), endpoint=True)
+            done += len(batch)
+            if any(record.outcome == Outcome.MATCH for record in batch):
                 raise BisectError(f"the good commit {self.good[:12]} shows the bug ({self.signature}): not good")
 
     # the search
@@ -319,7 +386,7 @@ class FlakyBisect:
                 return "confident"
             if self.runs >= self.settings.max_runs:
                 return "run budget spent"
-            index = self.model.choose(self._built_index())
+            index = self.model.choose(self._built_indices())
             if index is None:
                 return "no testable commit left"
             self._test(index)
@@ -330,10 +397,10 @@ class FlakyBisect:
         if not self._build(commit):
             self._untestable(index, "build failed")
             return
-        record = self._run(commit)
-        self.model.record(index, record.outcome)
-        if record.outcome == Outcome.MATCH:
-            self._mark(commit, "bad")
+        for record in self._runs(commit, min(self.settings.jobs, self.settings.max_runs - self.runs)):
+            self.model.record(index, record.outcome)
+            if record.outcome == Outcome.MATCH:
+                self._mark(commit, "bad")
         recent = self.evidence[commit].runs[-UNTESTABLE_AFTER:]
         if len(recent) == UNTESTABLE_AFTER and not any(r.outcome.informative for r in recent):
             self._untestable(index, f"{UNTESTABLE_AFTER} runs in a row told nothing")
@@ -343,35 +410,53 @@ class FlakyBisect:
         self.log({"event": "untestable", "commit": self.commits[index], "why": why})
         self._mark(self.commits[index], "skip")
 
-    def _built_index(self) -> int | None:
-        return self.commits.index(self.built) if self.built in self.commits else None
+    def _built_indices(self) -> list[int]:
+        return [i for i, c in enumerate(self.commits) if self.evidence[c].built]
 
     # lab calls, counted and logged
 
     def _build(self, commit: str) -> bool:
+        evidence = self.evidence[commit]
         if self.built == commit:
             return True
-        if self.evidence[commit].build_failed:
+        if evidence.build_failed:
             return False
+        if evidence.built and self.lab.restore(commit):  # the search came back: no second build
+            self.restores += 1
+            self.built = commit
+            self.log({"event": "restore", "commit": commit})
+            return True
         started = time.monotonic()
         ok = self.lab.build(commit)
         self.builds += 1
         self.built = commit if ok else None
-        self.evidence[commit].build_failed = not ok
+        evidence.build_failed, evidence.built = not ok, ok
         self.log({"event": "build", "commit": commit, "ok": ok, "seconds": round(time.monotonic() - started, 3)})
         return ok
 
-    def _run(self, commit: str, endpoint: bool = False) -> RunRecord:
-        evidence = self.evidence[commit]
-        record = self.lab.run(commit, len(evidence.runs) + 1)
+    def _runs(self, commit: str, count: int, endpoint: bool = False) -> list[RunRecord]:
+        """`count` runs of the built commit, at once when more than one; each sorted, counted and logged."""
+        first = len(self.evidence[commit].runs) + 1
+        if count == 1:
+            records = [self.lab.run(commit, first)]
+        else:
+            with ThreadPoolExecutor(max_workers=count, thread_name_prefix="hil-bisect") as pool:
+                records = list(pool.map(lambda index: self.lab.run(commit, index), range(first, first + count)))
+        for record in records:
+            self._sort(record, endpoint)
+        return records
+
+    def _sort(self, record: RunRecord, endpoint: bool) -> None:
         record.outcome = outcome_of(record.verdict, record.signature, self.signature)
-        evidence.runs.append(record)
+        if self.signature is None and record.outcome == Outcome.MATCH:  # the first failure names the bug
+            self.signature = record.signature or f"{record.verdict}:unsigned"
+            self.log({"event": "signature", "signature": self.signature, "commit": record.commit})
+        self.evidence[record.commit].runs.append(record)
         if endpoint:
             self.endpoint_runs += 1
         else:
             self.runs += 1
         self.log({"event": "run", **asdict(record), "endpoint": endpoint})
-        return record
 
     def _mark(self, commit: str, term: str) -> str:
         evidence = self.evidence[commit]
@@ -396,19 +481,28 @@ class FlakyBisect:
         result = BisectResult(
             culprit=culprit,
             confidence=round(probability, 4),
-            p_estimate=round(self.model.p_estimate(), 3),
+            rate=self._failure_rate(block[-1]),
             signature=self.signature,
             evidence=self.evidence,
             good_probability=goods,
             runs=self.runs,
             builds=self.builds,
+            restores=self.restores,
             endpoint_runs=self.endpoint_runs,
             stopped=stopped,
+            asked=self.settings.confidence,
             git_says=git_says,
         )
         self.log({"event": "result", "culprit": culprit, "confidence": result.confidence, "stopped": stopped,
-                  "p": result.p_estimate, "runs": self.runs, "endpoint_runs": self.endpoint_runs})  # fmt: skip
+                  "p": result.rate.estimate, "p_matches": result.rate.matches, "p_passes": result.rate.passes,
+                  "runs": self.runs, "endpoint_runs": self.endpoint_runs, "builds": self.builds,
+                  "restores": self.restores})  # fmt: skip
         return result
+
+    def _failure_rate(self, first_bad: int) -> FailureRate:
+        """Counted where the bug is taken to be: the culprit and every commit after it, the bad one too."""
+        runs = [r for c in self.commits[first_bad:] for r in self.evidence[c].runs]
+        return FailureRate(sum(r.outcome == Outcome.MATCH for r in runs), sum(r.outcome == Outcome.PASS for r in runs))
 
 
 # --- the real lab: git + a build command + `hil run` -----------------------------------------------------------
@@ -446,21 +540,59 @@ class Git:
 
 
 class GitLab:
-    """Checks commits out (inside a `git bisect` session), builds them, runs `hil run` on them."""
+    """Checks commits out (inside a `git bisect` session), builds them, runs `hil run` on them.
 
-    def __init__(self, git: Git, build_command: str | None, run_command: list[str], log_dir: Path) -> None:
+    A build's `artifacts` (the files the build writes and the runs read) are kept per content key (the
+    commit's tree and the build command), so a commit the search returns to is restored, not rebuilt."""
+
+    def __init__(
+        self, git: Git, build_command: str | None, run_command: list[str], log_dir: Path,
+        artifacts: Sequence[Path] = (),
+    ) -> None:  # fmt: skip
         self.git, self.build_command, self.run_command, self.log_dir = git, build_command, run_command, log_dir
+        self.artifacts = [Path(a) if Path(a).is_absolute() else git.repo / a for a in artifacts]
 
     def build(self, commit: str) -> bool:
         self.git("checkout", "-q", "--detach", commit)
         if not self.build_command:
+            return True
+        if self._restore_cached(commit):  # the same tree was built already (a revert, a re-run)
             return True
         log_path = self.log_dir / "builds" / f"{commit[:12]}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "w") as log:
             done = subprocess.run(self.build_command, shell=True, cwd=self.git.repo, stdout=log,
                                   stderr=subprocess.STDOUT, check=False)  # fmt: skip
+        if done.returncode == 0 and self.artifacts:
+            self._keep(commit)
         return done.returncode == 0
+
+    def restore(self, commit: str) -> bool:
+        self.git("checkout", "-q", "--detach", commit)
+        return not self.build_command or self._restore_cached(commit)
+
+    def content_key(self, commit: str) -> str:
+        tree = self.git("rev-parse", f"{commit}^{{tree}}").strip()
+        text = "\0".join([tree, self.build_command or "", *map(str, self.artifacts)])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _cache(self, commit: str) -> Path:
+        return self.log_dir / "build-cache" / self.content_key(commit)
+
+    def _keep(self, commit: str) -> None:
+        cache = self._cache(commit)
+        shutil.rmtree(cache, ignore_errors=True)
+        for number, artifact in enumerate(self.artifacts):
+            _copy(artifact, cache / str(number))
+        (cache / "complete").touch()
+
+    def _restore_cached(self, commit: str) -> bool:
+        cache = self._cache(commit)
+        if not self.artifacts or not (cache / "complete").exists():
+            return False
+        for number, artifact in enumerate(self.artifacts):
+            _copy(cache / str(number), artifact)
+        return True
 
     def run(self, commit: str, index: int) -> RunRecord:
         report_dir = self.log_dir / "runs" / f"{commit[:12]}-{index}"
@@ -471,6 +603,19 @@ class GitLab:
 
     def mark(self, commit: str, term: str) -> str:
         return self.git("bisect", term, commit, check=False)
+
+
+def _copy(source: Path, target: Path) -> None:
+    """Replace `target` by a copy of `source`, a file or a folder (a missing source leaves no target)."""
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    else:
+        target.unlink(missing_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target, symlinks=True)
+    elif source.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
 
 
 def run_hil(
@@ -515,6 +660,7 @@ def bisect_repo(
     settings: BisectSettings,
     *,
     build: str | None = None,
+    artifacts: Sequence[Path] = (),
     log_dir: Path | None = None,
     on_event: Callable[[dict[str, Any]], None] = lambda record: None,
 ) -> tuple[BisectResult, Path]:
@@ -535,7 +681,7 @@ def bisect_repo(
          "command": command, "build": build, "settings": asdict(settings)})  # fmt: skip
     git("bisect", "start", "--first-parent", bad_sha, good_sha)
     try:
-        lab = GitLab(git, build, command, log_dir)
+        lab = GitLab(git, build, command, log_dir, artifacts)
         result = FlakyBisect(lab, good_sha, commits, settings, log).run()
     finally:
         (log_dir / "git-bisect-log.txt").write_text(git("bisect", "log", check=False))
@@ -544,95 +690,50 @@ def bisect_repo(
     return result, log_dir
 
 
-# --- `git bisect run` mode -------------------------------------------------------------------------------------
-
-
-def runs_for_confidence(failure_rate: float, confidence: float) -> int:
-    """Passing runs needed before a commit is good with `confidence`, when a bad one fails with `failure_rate`."""
-    if failure_rate >= 1:
-        return 1
-    return max(1, math.ceil(math.log(1 - confidence) / math.log(1 - failure_rate)))
-
-
-def run_step(
-    command: list[str],
-    *,
-    runs: int = DEFAULT_RUNS,
-    signature: str | None = None,
-    failure_rate: float | None = None,
-    confidence: float = DEFAULT_CONFIDENCE,
-    log_dir: Path | None = None,
-    run: Callable[[Path], tuple[str | None, str | None, str]] | None = None,
-) -> tuple[int, list[RunRecord]]:
-    """Decide one commit for `git bisect run`: (exit code 0 good / 1 bad / 125 skip, the runs behind it)."""
-    wanted = runs if failure_rate is None else min(runs_for_confidence(failure_rate, confidence), 4 * runs)
-    log_dir = private_dir(log_dir or state_dir() / "bisect-steps" / time.strftime("%Y%m%d-%H%M%S"))
-    run = run or (lambda folder: run_hil(command, folder))
-    records: list[RunRecord] = []
-    for index in range(1, 2 * wanted + 1):  # other failures and infra get a second chance each
-        verdict, sig, reason = run(log_dir / f"run-{index}")
-        record = RunRecord("HEAD", index, verdict, sig, outcome_of(verdict, sig, signature), reason=reason)
-        records.append(record)
-        if record.outcome == Outcome.MATCH:
-            return BAD_EXIT, records
-        if sum(r.outcome == Outcome.PASS for r in records) >= wanted:
-            return GOOD_EXIT, records
-    return (GOOD_EXIT if any(r.outcome == Outcome.PASS for r in records) else SKIP_EXIT), records
-
-
 # --- the command line ------------------------------------------------------------------------------------------
+
+
+def parallel_runs(jobs: int, command: Sequence[str], cores: int | None = None) -> tuple[int, int]:
+    """(runs at once, vCPUs per VM): at most `jobs`, and no more VMs than the cores hold (TCG needs a host
+    thread per vCPU, and an overloaded host stretches boots into false hangs)."""
+    smp = _smp_of(command)
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(jobs, cores // smp)), smp
+
+
+def _smp_of(command: Sequence[str]) -> int:
+    values = [b for a, b in itertools.pairwise(command) if a == "--smp"]
+    values += [a.removeprefix("--smp=") for a in command if a.startswith("--smp=")]
+    if not values:
+        return ASSUMED_SMP
+    try:
+        return max(int(part) for part in values[-1].split(","))
+    except ValueError:
+        raise UsageError(f"--smp {values[-1]!r} in the run command: give a number or a list like 1,2") from None
 
 
 def bisect_command(args: Any, terminal: Any) -> int:
     command = _after_dashes(list(args.command))
-    if command and command[0] == "run-step":
-        return _run_step_command(_run_step_options(args, command[1:]), terminal)
     if not command:
         raise UsageError("give the run after `--`: hil bisect --repo R --good A --bad B -- hil run SCENARIO ...")
     missing = [f"--{name}" for name in ("repo", "good", "bad") if not getattr(args, name)]
     if missing:
         raise UsageError(f"hil bisect needs {', '.join(missing)}")
+    jobs, smp = parallel_runs(args.jobs, command)
+    if args.jobs > 1:
+        terminal.print(f"{jobs} run(s) at once: --jobs {args.jobs}, {os.cpu_count()} cores, smp {smp} per VM")
     settings = BisectSettings(runs=args.runs, confidence=args.confidence, max_runs=args.max_runs,
-                              signature=args.signature, verify_good=not args.no_verify_good)  # fmt: skip
+                              signature=args.signature, verify_good=not args.no_verify_good, jobs=jobs)  # fmt: skip
     command = with_timeout_factor(command, args.timeout_factor)
     printer = _EventPrinter(terminal)
     result, log_dir = bisect_repo(Path(args.repo), args.good, args.bad, command, settings, build=args.build,
-                                  log_dir=args.log_dir, on_event=printer)  # fmt: skip
+                                  artifacts=args.artifact, log_dir=args.log_dir, on_event=printer)  # fmt: skip
     print_bisect_result(terminal, result, Git(Path(args.repo)), log_dir)
     return 0 if result.found else 1
 
 
 def _after_dashes(command: list[str]) -> list[str]:
     return command[1:] if command[:1] == ["--"] else command
-
-
-def _run_step_options(args: Any, rest: list[str]) -> Any:
-    """`run-step` takes its options after its name too: `hil bisect run-step --runs 5 -- hil run ...`."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="hil bisect run-step", add_help=False)
-    for name in ("runs", "signature", "failure_rate", "confidence", "timeout_factor", "log_dir"):
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=getattr(args, name))
-    options, command = parser.parse_known_args(rest)
-    options.command = _after_dashes(command)
-    for name, kind in (("runs", int), ("failure_rate", float), ("confidence", float), ("timeout_factor", float)):
-        value = getattr(options, name)
-        setattr(options, name, kind(value) if value is not None else None)
-    options.log_dir = Path(options.log_dir) if options.log_dir else None
-    return options
-
-
-def _run_step_command(args: Any, terminal: Any) -> int:
-    command = list(args.command)
-    if not command:
-        raise UsageError("give the run after `--`: hil bisect run-step [--runs N] -- hil run SCENARIO ...")
-    command = with_timeout_factor(command, args.timeout_factor)
-    code, records = run_step(command, runs=args.runs, signature=args.signature, failure_rate=args.failure_rate,
-                             confidence=args.confidence, log_dir=args.log_dir)  # fmt: skip
-    for record in records:
-        terminal.print(f"  run {record.index}: {record.verdict} {record.signature or ''} -> {record.outcome}")
-    terminal.print({GOOD_EXIT: "good", BAD_EXIT: "bad", SKIP_EXIT: "skip"}[code])
-    return code
 
 
 class _EventPrinter:
@@ -649,27 +750,45 @@ class _EventPrinter:
             )
         elif event == "build" and not record["ok"]:
             self.terminal.print(f"  build of {record['commit'][:12]} failed: skipped")
+        elif event == "restore":
+            self.terminal.print(f"  back at {record['commit'][:12]}: its build restored, not rebuilt")
         elif event in ("signature", "untestable"):
             self.terminal.print(f"  {event}: {record.get('signature') or record.get('why')}")
 
 
 def print_bisect_result(terminal: Any, result: BisectResult, git: Git, log_dir: Path) -> None:
-    terminal.print(f"signature: {result.signature}   estimated failure rate at bad commits: {result.p_estimate:.2f}")
+    terminal.print(f"signature: {result.signature}")
+    terminal.print(f"failure rate at bad commits: {result.rate.describe()}")
     terminal.print("commit        match pass other skip  P(good)  verdict")
     for commit, evidence in result.evidence.items():
-        if not evidence.runs and not evidence.build_failed:
-            continue
-        good_p = result.good_probability.get(commit)
-        verdict = evidence.marked or ("good?" if good_p is not None and good_p > 0.5 else "")
-        counts = [evidence.count(o) for o in (Outcome.MATCH, Outcome.PASS, Outcome.OTHER, Outcome.SKIP)]
-        shown = f"{good_p:7.3f}" if good_p is not None else "      -"
-        terminal.print(f"{commit[:12]}  {counts[0]:5} {counts[1]:4} {counts[2]:5} {counts[3]:4}  {shown}  {verdict}"
-                       f"  {git.subject(commit)[:50]}")  # fmt: skip
+        if evidence.runs or evidence.build_failed:
+            row = _evidence_row(commit, evidence, result.good_probability.get(commit), git)
+            terminal.print(row[: max(60, getattr(terminal, "width", 120))])  # one line per commit: subjects cut
     names = ", ".join(f"{c[:12]} {git.subject(c)}" for c in result.culprit)
-    label = "culprit" if len(result.culprit) == 1 else "culprit is one of"
-    terminal.print(f"{label}: {names}")
-    terminal.print(f"confidence {result.confidence:.3f} ({result.stopped}); {result.runs} search runs + "
-                   f"{result.endpoint_runs} endpoint runs, {result.builds} builds")  # fmt: skip
+    terminal.print(f"{_culprit_label(result)}: {names}")
+    sure = f"confidence {result.confidence:.3f}"
+    if not result.found:
+        sure += f", short of the {result.asked:.2f} asked ({result.stopped}): more --max-runs, or test by hand"
+    terminal.print(sure)
+    terminal.print(f"{result.runs} search runs + {result.endpoint_runs} endpoint runs; {result.builds} builds, "
+                   f"{result.restores} restored builds")  # fmt: skip
     if result.git_says:
         terminal.print(result.git_says.strip().splitlines()[0])
-    terminal.print(f"log: {log_dir / 'bisect-log.jsonl'}  git bisect log: {log_dir / 'git-bisect-log.txt'}")
+    # Paths whole, never wrapped, so they can be copied.
+    terminal.print(f"log: {log_dir / 'bisect-log.jsonl'}", soft_wrap=True)
+    terminal.print(f"git bisect log: {log_dir / 'git-bisect-log.txt'}", soft_wrap=True)
+
+
+def _evidence_row(commit: str, evidence: CommitEvidence, good_p: float | None, git: Git) -> str:
+    verdict = evidence.marked or ("good?" if good_p is not None and good_p > 0.5 else "")
+    counts = [evidence.count(o) for o in (Outcome.MATCH, Outcome.PASS, Outcome.OTHER, Outcome.SKIP)]
+    shown = f"{good_p:7.3f}" if good_p is not None else "      -"
+    return (f"{commit[:12]}  {counts[0]:5} {counts[1]:4} {counts[2]:5} {counts[3]:4}  {shown}  {verdict}"
+            f"  {git.subject(commit)}")  # fmt: skip
+
+
+def _culprit_label(result: BisectResult) -> str:
+    several = len(result.culprit) > 1
+    if result.found:
+        return "culprit is one of" if several else "culprit"
+    return "most likely culprit is one of" if several else "most likely culprit"

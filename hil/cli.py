@@ -13,6 +13,7 @@ from rich.markup import escape
 from hil import __version__
 from hil.argtypes import Parser, positive_float, positive_int, probability
 from hil.bisect import bisect_command
+from hil.bisect_step import run_step_command
 from hil.cli_run import add_run_arguments, exit_code_table, merge_command, run_command
 from hil.doctor import doctor_command
 from hil.errors import HilError
@@ -159,21 +160,26 @@ def _add_bisect(commands: argparse._SubParsersAction) -> None:
         "bisect",
         help="find the commit that made a run hang or crash (flaky-aware)",
         description="hil bisect --repo R --good A --bad B [--build CMD] -- hil run SCENARIO ...   |   "
-        "hil bisect run-step [--runs N] [--signature S] -- hil run SCENARIO ...  (for `git bisect run`: "
-        "exits 0 good, 1 bad, 125 skip)",
+        "hil bisect run-step [--failure-rate R] [--signature S] -- hil run SCENARIO ...  (for `git bisect "
+        "run`: exits 0 good, 1 bad, 125 skip; see `hil bisect run-step --help`)",
     )
     bisect.add_argument("--repo", type=Path, help="the git repository to bisect")
     bisect.add_argument("--good", help="a revision without the bug")
     bisect.add_argument("--bad", help="a revision with the bug")
     bisect.add_argument("--build", help="shell command run in the repository at each commit (failure: skip)")
     bisect.add_argument("--runs", type=positive_int, default=3,
-                        help="runs at each endpoint (the bad one: up to twice this until the bug shows); "
+                        help="runs at each endpoint (the bad one: up to twice this until the bug showed twice); "
                         "run-step: runs per commit")  # fmt: skip
     bisect.add_argument("--confidence", type=probability, default=0.95, help="stop at this confidence")
     bisect.add_argument("--max-runs", type=positive_int, default=200, help="give up after this many search runs")
     bisect.add_argument("--signature", help="the bug's signature (default: the bad commit's first failure)")
     bisect.add_argument("--failure-rate", type=probability,
                         help="run-step: how often a bad commit shows the bug (sets the runs)")  # fmt: skip
+    bisect.add_argument("--jobs", "-j", type=positive_int, default=1,
+                        help="runs of one commit at once, as far as the cores hold each VM's --smp")  # fmt: skip
+    bisect.add_argument("--artifact", type=Path, action="append", default=[],
+                        help="a file or folder the build writes and the runs read (repeatable): kept per "
+                        "commit, so a commit the search returns to is not rebuilt")  # fmt: skip
     bisect.add_argument("--no-verify-good", action="store_true", help="do not run the good commit first")
     bisect.add_argument("--timeout-factor", type=positive_float,
                         help="added to each `hil run` that lacks it (hang detection scales with it)")  # fmt: skip
@@ -185,7 +191,11 @@ def _add_bisect(commands: argparse._SubParsersAction) -> None:
 
 def _cmd_bisect(args: argparse.Namespace) -> int:
     # Signatures hold brackets ("hang:livelock:[user]") that rich would take for markup.
-    return bisect_command(args, Terminal(markup=False, highlight=False))
+    plain = Terminal(markup=False, highlight=False)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if command[:1] == ["run-step"]:  # its own parser: `run-step --help` is help, not a command to test
+        return run_step_command(args, command[1:], plain)
+    return bisect_command(args, plain)
 
 
 def _add_triage(commands: argparse._SubParsersAction) -> None:

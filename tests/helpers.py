@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from hil.image.cpio import NewcWriter
@@ -51,11 +52,14 @@ def commit_files(repo: Path, message: str, files: dict[str, str]) -> str:
     return git_in(repo, "rev-parse", "HEAD")
 
 
-def run_bisect(repo: Path, good: str, bad: str, build: str, runs: int, log_dir: Path, run: list[str], capsys) -> tuple:
+def run_bisect(
+    repo: Path, good: str, bad: str, build: str, runs: int, log_dir: Path, run: list[str], capsys,
+    extra: Sequence[str] = (),
+) -> tuple:  # fmt: skip
     """`hil bisect` as a user types it: (exit code, what it printed, result event, signature, every event)."""
     from hil.cli import main as hil_main
 
-    options = ["--build", build, "--runs", str(runs), "--timeout-factor", "0.25", "--log-dir", str(log_dir)]
+    options = ["--build", build, "--runs", str(runs), "--timeout-factor", "0.25", "--log-dir", str(log_dir), *extra]
     code = hil_main(["bisect", "--repo", str(repo), "--good", good, "--bad", bad, *options, "--", *run])
     printed = capsys.readouterr().out
     with capsys.disabled():

@@ -7,6 +7,8 @@ real in a fraction of a second.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import random
 import subprocess
@@ -14,6 +16,7 @@ import sys
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,15 +29,18 @@ from hil.bisect import (
     BisectSettings,
     CulpritModel,
     FlakyBisect,
+    Git,
+    GitLab,
     Outcome,
     RunRecord,
     bisect_repo,
     hil_argv,
     outcome_of,
-    run_step,
-    runs_for_confidence,
+    parallel_runs,
+    rate_interval,
     with_timeout_factor,
 )
+from hil.bisect_step import MAX_PASSES, RateBelief, StepSession, run_step
 from hil.cli import main as hil_main
 
 SIGNATURE = "hang:deadlock/idle:stage:ready"
@@ -50,9 +56,21 @@ def test_runs_are_sorted_by_verdict_and_signature() -> None:
 
 
 def test_runs_needed_for_a_good_verdict() -> None:
-    assert runs_for_confidence(0.5, 0.95) == 5  # 1 - 0.5^5 = 0.969
-    assert runs_for_confidence(0.9, 0.95) == 2
-    assert runs_for_confidence(1.0, 0.95) == 1
+    assert RateBelief.given(0.5).passes_needed(0.95) == 5  # 0.5^5 = 3.1 % of bad commits pass them all
+    assert RateBelief.given(0.9).passes_needed(0.95) == 2
+    assert RateBelief.given(0.35).passes_needed(0.95) == 7  # 0.65^5 = 11.6 %: 5 runs were not enough
+    unknown = RateBelief.learned(0, 0)
+    assert unknown.passes_needed(0.95) > 10  # p could be small: a pass says little
+    assert RateBelief.learned(9, 1).passes_needed(0.95) < unknown.passes_needed(0.95)
+    assert RateBelief.learned(0, 0).passes_needed(0.999) is None  # more than MAX_PASSES: never a good
+
+
+def test_the_failure_rate_interval_holds_the_share_and_narrows_with_runs() -> None:
+    low, high = rate_interval(6, 0)
+    assert 0.65 < low < 0.8 and high == 1.0  # a bug shown in all 6 runs: high, not 0.79
+    assert rate_interval(0, 6)[0] == 0.0
+    wide, narrow = rate_interval(5, 5), rate_interval(50, 50)
+    assert wide[0] < narrow[0] < 0.5 < narrow[1] < wide[1]
 
 
 def test_a_match_proves_every_later_commit_innocent_of_introducing_it() -> None:
@@ -102,8 +120,14 @@ class SimulatedLab:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
 
+    builds: list[str] = field(default_factory=list)
+
     def build(self, commit: str) -> bool:
+        self.builds.append(commit)
         return int(commit) not in self.broken
+
+    def restore(self, commit: str) -> bool:
+        return True
 
     def run(self, commit: str, index: int) -> RunRecord:
         if int(commit) in self.other:
@@ -124,6 +148,8 @@ def test_a_reliable_bug_is_found_with_few_runs() -> None:
     result = FlakyBisect(lab, "0", COMMITS, BisectSettings(runs=2)).run()
     assert result.found and result.culprit == ["11"] and result.signature == SIGNATURE
     assert result.runs <= 12 and ("11", "bad") in lab.marks and ("10", "good") in lab.marks
+    # The rate comes from the runs alone: every run of a bad commit failed.
+    assert result.rate.estimate == 1.0 and result.rate.matches >= 2 and result.rate.passes == 0
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -131,7 +157,10 @@ def test_a_flaky_bug_is_found_with_the_confidence_asked_for(seed: int) -> None:
     lab = SimulatedLab(culprit=6, p=0.5, seed=seed)
     result = FlakyBisect(lab, "0", COMMITS, BisectSettings(runs=4, confidence=0.99)).run()
     assert result.culprit == ["6"] and result.confidence >= 0.99
-    assert 0.2 < result.p_estimate < 0.8
+    low, high = result.rate.interval()
+    assert low < result.rate.estimate < high and result.rate.runs >= 2
+    # However the search moves, it builds each commit once.
+    assert len(lab.builds) == len(set(lab.builds)) == result.builds
     # Every commit before the culprit that was tested ends up likely good.
     assert all(p > 0.9 for c, p in result.good_probability.items() if int(c) < 6)
 
@@ -161,21 +190,54 @@ def test_a_good_commit_showing_the_bug_stops_the_bisection() -> None:
         FlakyBisect(lab, "0", COMMITS, BisectSettings(runs=2)).run()
 
 
-def test_run_step_exit_codes() -> None:
-    def runs(*verdicts: tuple[str | None, str | None]):
-        queue = list(verdicts)
-        return lambda folder: (*queue.pop(0), "")
+def _runner(*verdicts: tuple[str | None, str | None]):
+    queue = list(verdicts)
+    return lambda folder: (*queue.pop(0), "")
 
-    bad = run_step(["x"], runs=3, signature=SIGNATURE, run=runs(("pass", None), ("hang", SIGNATURE)))
-    assert bad[0] == BAD_EXIT and len(bad[1]) == 2
-    good = run_step(
-        ["x"], runs=2, signature=SIGNATURE, run=runs(("pass", None), ("crash", "crash:x:y"), ("pass", None))
-    )
-    assert good[0] == GOOD_EXIT and len(good[1]) == 3
-    skip = run_step(["x"], runs=1, signature=SIGNATURE, run=runs(("infra", None), ("infra", None)))
-    assert skip[0] == SKIP_EXIT
-    sized = run_step(["x"], runs=2, failure_rate=0.5, confidence=0.95, run=runs(*[("pass", None)] * 5))
-    assert sized[0] == GOOD_EXIT and len(sized[1]) == 5
+
+def _step(tmp_path: Path, *verdicts: tuple[str | None, str | None], **options: object):
+    return run_step(["x"], log_dir=tmp_path, run=_runner(*verdicts), **options)  # type: ignore[arg-type]
+
+
+PASS, HANG, INFRA, OTHER = ("pass", None), ("hang", SIGNATURE), ("infra", None), ("crash", "crash:x:y")
+
+
+def test_run_step_says_bad_at_the_first_run_with_the_bug(tmp_path: Path) -> None:
+    bad = _step(tmp_path, PASS, HANG, signature=SIGNATURE, failure_rate=0.5)
+    assert bad.code == BAD_EXIT and len(bad.records) == 2
+
+
+def test_run_step_says_good_only_after_enough_passes_for_the_rate(tmp_path: Path) -> None:
+    good = _step(tmp_path, *[PASS] * 7, runs=2, signature=SIGNATURE, failure_rate=0.35)
+    assert good.code == GOOD_EXIT and len(good.records) == 7 and good.belief.miss(7) <= 0.05
+    sized = _step(tmp_path, PASS, OTHER, *[PASS] * 4, runs=2, failure_rate=0.5, signature=SIGNATURE)
+    assert sized.code == GOOD_EXIT and sized.count(Outcome.PASS) == 5
+
+
+@pytest.mark.parametrize(
+    "verdicts",
+    [(PASS, INFRA, INFRA, INFRA), (PASS, OTHER, OTHER, OTHER), (INFRA, OTHER, INFRA)],
+    ids=["one-pass-then-infra", "one-pass-then-other-failures", "nothing-informative"],
+)
+def test_run_step_cannot_tell_from_uninformative_runs(tmp_path: Path, verdicts: tuple) -> None:
+    step = _step(tmp_path, *verdicts, runs=3, signature=SIGNATURE, failure_rate=0.5)
+    assert step.code == SKIP_EXIT and "told nothing" in step.why
+
+
+def test_run_step_without_enough_passes_within_its_limit_says_skip(tmp_path: Path) -> None:
+    step = _step(tmp_path, *[PASS] * MAX_PASSES, confidence=0.999)  # p unknown: 40 passes cannot show 99.9 %
+    assert step.code == SKIP_EXIT and step.needed is None and len(step.records) == MAX_PASSES
+
+
+def test_run_step_learns_the_rate_and_signature_from_earlier_steps_of_the_session(tmp_path: Path) -> None:
+    first = _step(tmp_path, PASS, HANG, key="s1", commit="c1")
+    assert first.code == BAD_EXIT and StepSession.open(tmp_path, "s1").signature == SIGNATURE
+    unknown = RateBelief.learned(0, 0).passes_needed(0.95)
+    second = _step(tmp_path, OTHER, *[PASS] * 30, key="s1", commit="c2")  # another failure is "other" now
+    assert second.code == GOOD_EXIT and second.count(Outcome.OTHER) == 1
+    assert second.needed is not None and unknown is not None and second.needed < unknown
+    assert StepSession.open(tmp_path, "s1").learned() == (1, 1)
+    assert StepSession.open(tmp_path, "another session").steps == []  # a new git bisect starts afresh
 
 
 def test_hil_commands_run_this_hil_and_others_run_as_given() -> None:
@@ -281,4 +343,89 @@ def test_the_cli_run_step_for_git_bisect_run(scratch_repo: tuple[Path, list[str]
     log = ["--log-dir", str(tmp_path / "steps")]
     assert hil_main(["bisect", "run-step", "--runs", "2", *log, *command]) == BAD_EXIT
     _git(repo, "checkout", "-q", shas[1])
-    assert hil_main(["bisect", "run-step", "--runs", "2", "--signature", SIGNATURE, *log, *command]) == GOOD_EXIT
+    rate = ["--failure-rate", "0.5"]
+    assert hil_main(["bisect", "run-step", "--signature", SIGNATURE, *rate, *log, *command]) == GOOD_EXIT
+
+
+def test_run_step_help_is_help_and_a_bad_option_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        hil_main(["bisect", "run-step", "--help"])
+    assert done.value.code == 0 and "git bisect run" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        hil_main(["bisect", "run-step", "--failure-rate", "2", "--", "hil", "run", "boot"])
+    error = capsys.readouterr().err
+    assert done.value.code == 2 and len(error.strip().splitlines()) == 1 and "--failure-rate" in error
+
+
+def test_parallel_runs_are_limited_by_the_cores_each_vm_needs() -> None:
+    assert parallel_runs(4, ["hil", "run", "boot", "--smp", "1"], cores=2) == (2, 1)
+    assert parallel_runs(4, ["hil", "run", "boot", "--smp", "2"], cores=2) == (1, 2)
+    assert parallel_runs(2, ["hil", "run", "boot", "--smp=1,4"], cores=8) == (2, 4)
+    assert parallel_runs(8, ["hil", "run", "boot"], cores=4)[0] == 2  # no --smp: the guest default, 2
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_several_runs_at_once_name_the_same_culprit(seed: int) -> None:
+    one = FlakyBisect(SimulatedLab(culprit=6, p=0.6, seed=seed), "0", COMMITS, BisectSettings(runs=4)).run()
+    two = FlakyBisect(SimulatedLab(culprit=6, p=0.6, seed=seed), "0", COMMITS, BisectSettings(runs=4, jobs=2)).run()
+    assert one.culprit == two.culprit == ["6"]
+    assert all(len(e.runs) % 2 == 0 for c, e in two.evidence.items() if c != COMMITS[-1])  # runs go in pairs
+
+
+def test_a_spent_budget_says_most_likely_culprit(
+    scratch_repo: tuple[Path, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo, shas = scratch_repo
+    fake = tmp_path / "fake_run.py"
+    fake.write_text(FAKE_RUN)
+    code = hil_main(["bisect", "--repo", str(repo), "--good", shas[0], "--bad", shas[-1], "--max-runs", "1",
+                     "--log-dir", str(tmp_path / "log"), "--", sys.executable, str(fake), str(repo)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 1 and "most likely culprit" in printed and "short of the 0.95 asked" in printed
+    assert "failure rate at bad commits: 1.00" in printed
+
+
+def test_a_build_is_kept_by_content_and_restored_when_the_search_returns(
+    scratch_repo: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    repo, shas = scratch_repo
+    artifact, counter = tmp_path / "out" / "image", tmp_path / "builds"
+    build = f"mkdir -p {artifact.parent} && (test -f bug && echo bad || echo good) > {artifact} && echo x >> {counter}"
+    lab = GitLab(Git(repo), build, ["true"], tmp_path / "log", [artifact])
+    assert lab.build(shas[0]) and lab.build(shas[3])
+    assert artifact.read_text() == "bad\n"
+    assert lab.restore(shas[0]) and artifact.read_text() == "good\n"  # the earlier build, not a new one
+    assert counter.read_text().count("x") == 2 and not (repo / "bug").exists()
+    assert not lab.restore(shas[4])  # never built: the caller builds it
+    assert lab.content_key(shas[0]) != lab.content_key(shas[3])
+
+
+@functools.cache
+def _bench() -> Any:
+    path = Path(__file__).resolve().parent.parent / "bench" / "bisect_efficiency.py"
+    spec = importlib.util.spec_from_file_location("bisect_efficiency", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up there
+    spec.loader.exec_module(sys.modules[spec.name])
+    return sys.modules[spec.name]
+
+
+def _mutual_information(prior_bad: float, p: float) -> float:
+    """I(X; Y) of one run: X bad with `prior_bad`, Y a failure with p when bad, never when good."""
+    h = _bench().binary_entropy
+    return h(prior_bad * p) - prior_bad * h(p)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5, 0.8, 0.95])
+def test_the_bench_capacity_is_the_maximum_information_of_one_run(p: float) -> None:
+    direct = max(_mutual_information(prior, p) for prior in np.linspace(0.0005, 0.9995, 2000))
+    assert _bench().z_capacity(p) == pytest.approx(direct, abs=1e-5)
+
+
+def test_the_bench_bound_counts_blocks_and_the_error_reached() -> None:
+    bench = _bench()
+    assert bench.block_sizes(6, {2, 3}) == [1, 3, 1, 1]
+    assert bench.bits_needed([1] * 64, 0.0) == pytest.approx(6.0)
+    assert bench.bits_needed([1] * 64, 0.05) < bench.bits_needed([1] * 64, 0.01) < 6.0
+    assert bench.bits_needed([2] * 32, 0.0) == pytest.approx(5.0)
