@@ -16,15 +16,14 @@ from hil.bisect import bisect_command
 from hil.cli_run import add_run_arguments, exit_code_table, run_command
 from hil.doctor import doctor_command
 from hil.errors import HilError
-from hil.guest.profiles import get_profile, profile_names
 from hil.image.build import add_build_arguments, build_command
 from hil.image.fetch import add_fetch_arguments, fetch_command
 from hil.image.redox.assemble import add_assemble_arguments, add_ls_arguments, assemble_command, ls_command
 from hil.image.reference import reference_command
 from hil.kept import console_command
 from hil.lifetime import install_signal_handlers
+from hil.listing import add_list_arguments, list_command
 from hil.results import USAGE_EXIT_CODE, Terminated, signal_exit_code
-from hil.scenario import builtin_names, load_scenario
 from hil.triage.logs import triage_command
 
 terminal = Terminal(stderr=False, highlight=False)
@@ -82,11 +81,13 @@ RUN_EXAMPLES = """\
   hil run boot --smp 4 --keep                 boot, run the steps, keep the VM
   hil run boot --smp 1,2,4 --repeat 3 -j 2    a run set of 9 runs, 2 at once
   hil run --suite gate --junit gate.xml       what CI runs
+  hil run --tag storage -j 2                  every scenario tagged storage
   hil run kernel-smoke --packages DIR         a real Redox kernel"""
 
 
 def _add_list(commands: argparse._SubParsersAction) -> None:
-    listing = commands.add_parser("list", help="list the built-in scenarios and guest profiles")
+    listing = commands.add_parser("list", help="list the built-in scenarios (guest, tags), suites and guests")
+    add_list_arguments(listing)
     listing.set_defaults(handler=_cmd_list)
 
 
@@ -135,14 +136,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    terminal.print("[bold]Scenarios[/]")
-    for name in builtin_names():
-        scenario = load_scenario(name)
-        terminal.print(f"  {name:<16} {scenario.description}  [dim](guest {scenario.guest})[/]")
-    terminal.print("[bold]Guests[/]")
-    for name in profile_names():
-        terminal.print(f"  {name:<16} {get_profile(name).description}")
-    return 0
+    return list_command(args, terminal)
 
 
 def _cmd_console(args: argparse.Namespace) -> int:

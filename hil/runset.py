@@ -64,6 +64,7 @@ class RunSetPlan:
     retry_infra: int = 0
     common_args: tuple[str, ...] = ()  # `hil run` options every cell gets (--guest, --accel, ...)
     skipped: tuple[tuple[str, str], ...] = ()  # (name, why) of what the set leaves out, for its reports
+    description: str = ""
 
 
 def expand_cells(
@@ -121,6 +122,7 @@ def load_suite(name_or_path: str, smp_override: Sequence[int] | None = None) -> 
         cells=tuple(numbered(cells)),
         jobs=int(data.get("jobs", os.cpu_count() or 1)),
         retry_infra=int(data.get("retry_infra", 0)),
+        description=str(data.get("description", "")),
     )
 
 

@@ -26,10 +26,17 @@ class WrappedCommand:
     end: re.Pattern[str]
 
 
+# The shell's own printing of the joined markers: a line of its own, read back by hil and never by people.
+MARKER_LINE = re.compile(r"H[BE][0-9a-f]{12}(?::\d+)?")
+
+
 class ShellDialect:
-    """A POSIX shell (busybox ash, dash, bash). Other shells override `wrap`."""
+    """A POSIX shell (busybox ash, dash, bash). Other shells override `wrap` and the two `typed_` patterns."""
 
     name = "posix"
+    # The echo of a typed line, around the command: `printf ... HB TOKEN; eval 'CMD'; printf ... HE TOKEN $?`.
+    typed_begin = re.compile(r"printf '%s%s\\n' HB [0-9a-f]{12}; eval ")
+    typed_end = re.compile(r"; printf '\\n%s%s:%d\\n' HE [0-9a-f]{12} \$\?$")
 
     @staticmethod
     def new_token() -> str:
@@ -47,6 +54,39 @@ class ShellDialect:
     def sync_line(self) -> WrappedCommand:
         """A no-op command whose marker proves the shell is reading input again."""
         return self.wrap("true")
+
+    def resize_line(self, rows: int, columns: int) -> str | None:
+        """What tells the guest's terminal its size (a serial line has no way to say it by itself)."""
+        return f"stty rows {rows} cols {columns}"
+
+    def unwrap_command(self, quoted: str) -> str:
+        """The command as the scenario wrote it, from its quoted form in the typed line."""
+        try:
+            words = shlex.split(quoted)
+        except ValueError:  # one line of a command typed over several: its quotes do not pair up
+            return quoted.strip("'")
+        return words[0] if len(words) == 1 else quoted
+
+    def unframe(self, lines: list[str]) -> list[str]:
+        """A transcript as a person would have typed it: `PROMPT CMD` and the output, without hil's markers."""
+        shown: list[str] = []
+        for line in lines:
+            if MARKER_LINE.fullmatch(line.strip()):
+                if line.startswith("HE") and shown and not shown[-1].strip():
+                    shown.pop()  # the newline hil prints before the end marker
+                continue
+            shown.append(self._untyped(line))
+        return shown
+
+    def _untyped(self, line: str) -> str:
+        begin = self.typed_begin.search(line)
+        end = self.typed_end.search(line)
+        if begin is None and end is None:
+            return line
+        start = begin.end() if begin else 0
+        stop = end.start() if end else len(line)
+        prompt = line[: begin.start()] if begin else ""
+        return prompt + self.unwrap_command(line[start:stop])
 
 
 def markers(line: str, begin: str, end: str) -> WrappedCommand:

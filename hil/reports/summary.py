@@ -5,8 +5,10 @@ from __future__ import annotations
 from rich.console import Console as Terminal
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from hil.reports.facts import first_line, ready_seconds
+from hil.reports.terminal import listing
 from hil.results import RunSetResult
 
 VERDICT_STYLE = {
@@ -20,12 +22,13 @@ VERDICT_STYLE = {
 
 def summary_table(result: RunSetResult) -> Table:
     table = Table(title=f"run set {result.name}", show_edge=False, title_justify="left")
-    table.add_column("run")
-    table.add_column("verdict")
-    table.add_column("ready (s)", justify="right")
-    table.add_column("run (s)", justify="right")
-    table.add_column("tries", justify="right")
-    table.add_column("reason", overflow="fold")
+    # Names and numbers keep their width; only the reason wraps (under itself) when the terminal is narrow.
+    table.add_column("run", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("ready (s)", justify="right", no_wrap=True)
+    table.add_column("run (s)", justify="right", no_wrap=True)
+    table.add_column("tries", justify="right", no_wrap=True)
+    table.add_column("reason", overflow="fold", ratio=1)
     for cell in result.cells:
         ready = ready_seconds(cell.report)
         style = VERDICT_STYLE.get(cell.verdict, "")
@@ -50,6 +53,8 @@ def verdict_line(result: RunSetResult) -> str:
 
 def print_summary(terminal: Terminal, result: RunSetResult) -> None:
     terminal.print(summary_table(result))
-    for name, why in result.skipped.items():
-        terminal.print(f"  [dim]not run: {escape(name)}: {escape(first_line(why))}[/]", soft_wrap=True)
-    terminal.print(verdict_line(result), soft_wrap=True)
+    skipped = [(Text("not run:", style="dim"), Text(name, style="dim"), Text(first_line(why), style="dim"))
+               for name, why in result.skipped.items()]  # fmt: skip
+    if skipped:
+        terminal.print(listing(skipped))
+    terminal.print(verdict_line(result))

@@ -99,6 +99,14 @@ class IonShell(ShellDialect):
     """ion: no eval, so markers are split by ion's own string concatenation of two quoted halves."""
 
     name = "ion"
+    typed_begin = re.compile(r"echo 'HB''[0-9a-f]{12}'; ")
+    typed_end = re.compile(r"; echo 'HE''[0-9a-f]{12}:'\$\?$")
+
+    def unwrap_command(self, quoted: str) -> str:
+        return quoted  # ion gets the command as it is, unquoted
+
+    def resize_line(self, rows: int, columns: int) -> str | None:
+        return None  # Redox's console has no stty
 
     def wrap(self, command: str) -> WrappedCommand:
         token = self.new_token()
