@@ -21,6 +21,7 @@ from hil.image.fetch import add_fetch_arguments, fetch_command
 from hil.image.redox.assemble import add_assemble_arguments, add_ls_arguments, assemble_command, ls_command
 from hil.image.reference import reference_command
 from hil.kept import console_command
+from hil.kept_ssh import add_kept_argument, exec_command, scp_command, ssh_command
 from hil.lifetime import install_signal_handlers
 from hil.listing import add_list_arguments, list_command
 from hil.results import USAGE_EXIT_CODE, Terminated, signal_exit_code
@@ -57,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_run(commands)
     _add_list(commands)
     _add_console(commands)
+    _add_kept_ssh(commands)
     _add_doctor(commands)
     _add_image(commands)
     _add_bisect(commands)
@@ -99,6 +101,37 @@ def _add_console(commands: argparse._SubParsersAction) -> None:
     mode.add_argument("--stop", action="store_true", help="stop the kept VM")
     mode.add_argument("--list", action="store_true", help="list kept VMs")
     console.set_defaults(handler=_cmd_console)
+
+
+def _add_kept_ssh(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser("exec", help="run one command in a kept VM over SSH; exits with its status",
+                              description="hil exec [--run DIR] -- CMD [ARG...]: one word is a shell line "
+                              "(`hil exec -- 'dmesg | tail'`), several are quoted as given.")  # fmt: skip
+    add_kept_argument(run)
+    run.add_argument("--timeout", type=positive_float, default=600.0, help="seconds to wait (default: 600)")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="after `--`: the command")
+    run.set_defaults(handler=_cmd_exec)
+    ssh = commands.add_parser("ssh", help="log in to a kept VM with ssh (the run's key and port)")
+    add_kept_argument(ssh)
+    ssh.add_argument("command", nargs=argparse.REMAINDER, help="after `--`: a command instead of a login shell")
+    ssh.set_defaults(handler=_cmd_ssh)
+    scp = commands.add_parser("scp", help="copy a file into or out of a kept VM (`:PATH` is in the guest)")
+    add_kept_argument(scp)
+    scp.add_argument("source", help="FILE, or :PATH in the guest")
+    scp.add_argument("target", help=":PATH in the guest (a folder ends in /), or FILE")
+    scp.set_defaults(handler=_cmd_scp)
+
+
+def _cmd_exec(args: argparse.Namespace) -> int:
+    return exec_command(args, terminal)
+
+
+def _cmd_ssh(args: argparse.Namespace) -> int:
+    return ssh_command(args, terminal)
+
+
+def _cmd_scp(args: argparse.Namespace) -> int:
+    return scp_command(args, terminal)
 
 
 def _add_doctor(commands: argparse._SubParsersAction) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -22,6 +23,7 @@ from rich.text import Text
 from hil import argtypes
 from hil.errors import UsageError
 from hil.guest.stages import StageMark
+from hil.kept_ssh import ssh_argv
 from hil.paths import writable_dir, writable_file
 from hil.qemu.accel import ACCELERATORS
 from hil.reports import write_reports
@@ -422,12 +424,21 @@ def print_result(terminal: Terminal, result: RunResult, stages_shown: bool = Fal
     if snapshot:
         terminal.print(f"snapshot {snapshot['key']}: {_snapshot_words(snapshot)}")
     if result.kept:
-        kept = result.kept
-        terminal.print(f"VM kept running (pid {kept['pid']}). Attach: [bold]hil console {result.run_dir}[/]")
-        terminal.print(f"  QMP shell: hil console --qmp {result.run_dir};  stop: hil console --stop {result.run_dir}")
-        if kept.get("ssh_port"):
-            terminal.print(f"  SSH: port {kept['ssh_port']} on 127.0.0.1 (user root, key from `hil image reference`)")
+        print_kept(terminal, result)
     terminal.print(f"report: {result.run_dir / 'report.json'}  ({result.duration:.1f} s)")
+
+
+def print_kept(terminal: Terminal, result: RunResult) -> None:
+    """How to reach a kept VM: hil's own commands, and a command line for the system ssh to paste."""
+    kept, run = result.kept or {}, result.run_dir
+    terminal.print(f"VM kept running (pid {kept['pid']}); hil exec, ssh and console use the newest kept VM:")
+    rows = [("console:", f"hil console {run}"), ("QMP:", f"hil console --qmp {run}"),
+            ("stop:", f"hil console --stop {run}")]  # fmt: skip
+    if kept.get("ssh_key"):
+        rows[:0] = [("run:", "hil exec -- uname -a"), ("log in:", "hil ssh"), ("copy:", "hil scp FILE :/tmp/")]
+        rows += [("SSH key:", str(kept["ssh_key"])), ("ssh:", shlex.join(ssh_argv({**kept, "run_dir": str(run)})))]
+    for label, line in rows:  # whole lines, never wrapped: they are meant to be copied
+        terminal.print(f"  {label:<9}{escape(line)}", soft_wrap=True)
 
 
 def _boot_went_wrong(result: RunResult) -> bool:
