@@ -215,8 +215,56 @@ def test_run_set_progress_and_summary_fit_80_columns(scenarios: dict[str, Path],
     assert re.search(r"^\[\d/2\] answers\[run=1\]: pass \(\d+\.\d s\)", done.stdout, re.MULTILINE)
     assert re.search(r"^\[\d/2\] prints-then-fails\[run=1\]: fail \(\d+\.\d s\)", done.stdout, re.MULTILINE)
     summary = done.stdout.split("run set answers+prints-then-fails", 1)[1]
-    assert re.search(r"answers\[run=1\]\s+│ pass\s+│\s+[\d.]+ │\s+[\d.]+ │\s+1 │", summary), summary
+    assert re.search(r"answers\[run=1\]\s+│ pass\s+│\s+[\d.]+ │\s+[\d.]+ │\s+1\b", summary), summary
     assert re.search(r"prints-then-fails\[run=1\]\s+│ fail ", summary), summary
     assert re.search(r"verdict: fail\s+1 pass, 1 fail of 2 runs", summary)
     transcript = junit.read_text()
     assert "looking for the disk" in transcript and not FRAMING.search(transcript), transcript
+
+
+# --- exit codes of bad input: usage (2), one line, the fix --------------------------------------------------
+
+
+@pytest.fixture
+def nested_packages(tmp_path: Path) -> Path:
+    """A build tree's layout: the packages are in x86_64-unknown-redox/, the parent is what gets given."""
+    inner = tmp_path / "repo" / "x86_64-unknown-redox"
+    inner.mkdir(parents=True)
+    for name in ("kernel", "bootloader", "base-initfs"):
+        (inner / f"{name}.toml").write_text(f'name = "{name}"\nversion = "1"\ntarget = "x86_64-unknown-redox"\n')
+        (inner / f"{name}.pkgar").write_bytes(b"")  # empty: damaged
+    return inner.parent
+
+
+def one_line_usage(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_the_parent_of_the_package_folder_is_usage_with_the_folder_to_give(nested_packages: Path) -> None:
+    inner = nested_packages / "x86_64-unknown-redox"
+    for command in (["run", "kernel-smoke"], ["image", "assemble", "--out", str(nested_packages / "x.img")]):
+        line = one_line_usage(hil(*command, "--packages", str(nested_packages)))
+        assert f"give {inner}" in line, line
+
+
+def test_a_damaged_package_is_usage_and_not_retried(nested_packages: Path, short_dir: Path) -> None:
+    inner = str(nested_packages / "x86_64-unknown-redox")
+    line = one_line_usage(hil("image", "assemble", "--packages", inner, "--out", str(short_dir / "x.img")))
+    assert "kernel.pkgar: truncated" in line and "Fix:" in line
+    done = hil("run", "kernel-smoke", "--packages", inner, "--smp", "1,2", "--retry-infra", "2",
+               "--report-dir", str(short_dir / "set"))  # fmt: skip
+    assert_fits(done.stdout)
+    cells = json.loads((short_dir / "set" / "runset.json").read_text())["cells"]
+    assert [len(cell["attempts"]) for cell in cells] == [1, 1], "a damaged package was retried"
+    assert "kernel.pkgar: truncated" in words(done.stdout)
+
+
+def test_sizes_and_memory_below_the_least_say_the_least() -> None:
+    line = one_line_usage(hil("run", "boot", "--memory", "10"))
+    assert "--memory 128" in line
+    line = one_line_usage(hil("image", "assemble", "--packages", "/", "--out", "/tmp/x.img", "--size", "4M"))
+    assert "4 MiB is too small" in line and "--size 5M" in line
