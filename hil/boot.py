@@ -17,6 +17,7 @@ from hil.guest.stages import StageMark
 from hil.judge import Judge
 from hil.lifetime import signals_deferred
 from hil.qemu.accel import AccelChoice, choose_accel
+from hil.qemu.kept import update_kept
 from hil.results import FaultEvent, RunResult
 from hil.session import GuestSession, PlannedDevice
 
@@ -103,9 +104,15 @@ def end_session(session: GuestSession, result: RunResult) -> None:
 
 def _kept_info(session: GuestSession) -> dict[str, object]:
     process = session.machine.process
-    return {
+    access = session.profile.ssh_access(session.options)
+    info: dict[str, object] = {
         "pid": process.pid if process else None,
         "qmp_socket": str(session.machine.paths.qmp_socket),
         "serial_socket": str(session.machine.paths.serial_socket),
+        "guest": session.profile.name,
         "ssh_port": session.ssh_port,
     }
+    if access is not None:  # what `hil ssh`, `hil scp` and `hil exec` log in with
+        info.update(ssh_user=access.user, ssh_key=str(access.key_file))
+    update_kept(session.run_dir, info)
+    return info

@@ -17,15 +17,15 @@ from hil.bisect_step import run_step_command
 from hil.cli_run import add_run_arguments, exit_code_table, merge_command, run_command
 from hil.doctor import doctor_command
 from hil.errors import HilError
-from hil.guest.profiles import get_profile, profile_names
 from hil.image.build import add_build_arguments, build_command
 from hil.image.fetch import add_fetch_arguments, fetch_command
 from hil.image.redox.assemble import add_assemble_arguments, add_ls_arguments, assemble_command, ls_command
 from hil.image.reference import reference_command
 from hil.kept import console_command
+from hil.kept_ssh import add_kept_argument, exec_command, scp_command, ssh_command
 from hil.lifetime import install_signal_handlers
+from hil.listing import add_list_arguments, list_command
 from hil.results import USAGE_EXIT_CODE, Terminated, signal_exit_code
-from hil.scenario import builtin_names, load_scenario
 from hil.triage.logs import triage_command
 
 terminal = Terminal(stderr=False, highlight=False)
@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_run(commands)
     _add_list(commands)
     _add_console(commands)
+    _add_kept_ssh(commands)
     _add_doctor(commands)
     _add_image(commands)
     _add_bisect(commands)
@@ -84,11 +85,13 @@ RUN_EXAMPLES = """\
   hil run boot --smp 4 --keep                 boot, run the steps, keep the VM
   hil run boot --smp 1,2,4 --repeat 3 -j 2    a run set of 9 runs, 2 at once
   hil run --suite gate --junit gate.xml       what CI runs
+  hil run --tag storage -j 2                  every scenario tagged storage
   hil run kernel-smoke --packages DIR         a real Redox kernel"""
 
 
 def _add_list(commands: argparse._SubParsersAction) -> None:
-    listing = commands.add_parser("list", help="list the built-in scenarios and guest profiles")
+    listing = commands.add_parser("list", help="list the built-in scenarios (guest, tags), suites and guests")
+    add_list_arguments(listing)
     listing.set_defaults(handler=_cmd_list)
 
 
@@ -100,6 +103,37 @@ def _add_console(commands: argparse._SubParsersAction) -> None:
     mode.add_argument("--stop", action="store_true", help="stop the kept VM")
     mode.add_argument("--list", action="store_true", help="list kept VMs")
     console.set_defaults(handler=_cmd_console)
+
+
+def _add_kept_ssh(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser("exec", help="run one command in a kept VM over SSH; exits with its status",
+                              description="hil exec [--run DIR] -- CMD [ARG...]: one word is a shell line "
+                              "(`hil exec -- 'dmesg | tail'`), several are quoted as given.")  # fmt: skip
+    add_kept_argument(run)
+    run.add_argument("--timeout", type=positive_float, default=600.0, help="seconds to wait (default: 600)")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="after `--`: the command")
+    run.set_defaults(handler=_cmd_exec)
+    ssh = commands.add_parser("ssh", help="log in to a kept VM with ssh (the run's key and port)")
+    add_kept_argument(ssh)
+    ssh.add_argument("command", nargs=argparse.REMAINDER, help="after `--`: a command instead of a login shell")
+    ssh.set_defaults(handler=_cmd_ssh)
+    scp = commands.add_parser("scp", help="copy a file into or out of a kept VM (`:PATH` is in the guest)")
+    add_kept_argument(scp)
+    scp.add_argument("source", help="FILE, or :PATH in the guest")
+    scp.add_argument("target", help=":PATH in the guest (a folder ends in /), or FILE")
+    scp.set_defaults(handler=_cmd_scp)
+
+
+def _cmd_exec(args: argparse.Namespace) -> int:
+    return exec_command(args, terminal)
+
+
+def _cmd_ssh(args: argparse.Namespace) -> int:
+    return ssh_command(args, terminal)
+
+
+def _cmd_scp(args: argparse.Namespace) -> int:
+    return scp_command(args, terminal)
 
 
 def _add_doctor(commands: argparse._SubParsersAction) -> None:
@@ -137,14 +171,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    terminal.print("[bold]Scenarios[/]")
-    for name in builtin_names():
-        scenario = load_scenario(name)
-        terminal.print(f"  {name:<16} {scenario.description}  [dim](guest {scenario.guest})[/]")
-    terminal.print("[bold]Guests[/]")
-    for name in profile_names():
-        terminal.print(f"  {name:<16} {get_profile(name).description}")
-    return 0
+    return list_command(args, terminal)
 
 
 def _cmd_console(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -12,22 +13,27 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console as Terminal
+from rich.console import Group, RenderableType
 from rich.markup import escape
+from rich.padding import Padding
 from rich.status import Status
 from rich.table import Table
+from rich.text import Text
 
 from hil import argtypes
 from hil.errors import UsageError
 from hil.guest.stages import StageMark
+from hil.kept_ssh import ssh_argv
 from hil.paths import writable_dir, writable_file
 from hil.qemu.accel import ACCELERATORS
 from hil.reports import write_reports
 from hil.reports.live import live_progress
 from hil.reports.summary import print_summary
+from hil.reports.terminal import listing
 from hil.results import RUNSET_NAME, Cell, FaultEvent, RunResult, RunSetResult, StepResult, StepStatus, Verdict
 from hil.runner import RunObserver, RunOptions, check_run, run_scenario
 from hil.runset import RunSetPlan, RunSetRunner, expand_cells, load_suite, new_runset_dir, numbered, suite_names
-from hil.scenario import builtin_names, load_scenario
+from hil.scenario import builtin_names, load_scenario, scenarios_tagged
 from hil.shard import Shard, load_durations, merge, parse_shard, record_durations, shard_cells
 from hil.tokio.suite import SUITE_NAME as TOKIO_SUITE
 from hil.tokio.suite import tokio_plan
@@ -52,42 +58,56 @@ def exit_code_table() -> str:
 
 
 def add_run_arguments(run: argparse.ArgumentParser) -> None:
-    run.add_argument("scenario", nargs="*", help="built-in scenario names (see `hil list`) or .toml paths")
-    machine = run.add_argument_group("guest and machine")
-    machine.add_argument("--guest", help="guest profile (default: the scenario's, usually `reference`)")
-    machine.add_argument("--image", type=Path, help="the guest image to boot instead of the default one")
-    machine.add_argument("--smp", type=argtypes.smp_list, help="number of virtual CPUs; a list (1,2,4) runs each")
-    machine.add_argument("--memory", type=argtypes.positive_int, help="guest memory in MiB")
+    what = run.add_argument_group("what to run")
+    what.add_argument("scenario", nargs="*", help="built-in scenario names (see `hil list`) or .toml paths")
+    what.add_argument("--tag", action="append", default=[], metavar="TAG",
+                      help="also run every built-in scenario with this tag (repeatable; see `hil list`)")  # fmt: skip
+    what.add_argument("--suite", metavar="NAME", help="run a suite: a name (`gate`, `tokio-examples`) or a .toml path")
+    what.add_argument("--keep", action="store_true", help="leave the VM running afterwards (`hil exec`, `hil ssh`)")
+    what.add_argument("--timeout-factor", type=argtypes.positive_float, metavar="X",
+                      help="multiply every stage and step budget")  # fmt: skip
+    _add_machine_arguments(run.add_argument_group("machine"))
+    redox = run.add_argument_group("Redox guests only (redox, redox-kernel)")
+    redox.add_argument("--packages", metavar="DIR|URL",
+                       help="assemble the disk from these pkgar packages (the folder of *.pkgar files)")  # fmt: skip
+    redox.add_argument("--kernel", type=Path, metavar="FILE", help="put this kernel into the assembled disk")
+    redox.add_argument("--initfs", type=Path, metavar="FILE", help="put this initfs into the assembled disk")
+    _add_runset_arguments(run.add_argument_group("run sets (several scenarios, smp values, repeats or a suite)"))
+    reports = run.add_argument_group("reports")
+    reports.add_argument("--report-dir", type=Path, metavar="DIR",
+                         help="where artifacts and report.json go (default: a new folder)")  # fmt: skip
+    reports.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
+    reports.add_argument("--html", type=Path, metavar="DIR", help="write an HTML report (index.html and plots)")
+
+
+def _add_machine_arguments(machine: argparse._ArgumentGroup) -> None:
+    machine.add_argument("--guest", metavar="NAME", help="guest profile (default: the scenario's, usually `reference`)")
+    machine.add_argument("--image", type=Path, metavar="FILE",
+                         help="the guest image to boot instead of the default one")  # fmt: skip
+    machine.add_argument("--smp", type=argtypes.smp_list, metavar="N[,N..]",
+                         help="number of virtual CPUs; a list (1,2,4) runs each")  # fmt: skip
+    machine.add_argument("--memory", type=argtypes.positive_int, metavar="MIB", help="guest memory in MiB")
     machine.add_argument("--accel", choices=ACCELERATORS, default="auto", help="accelerator (default: auto)")
-    machine.add_argument("--append", default="", help="extra kernel command line for guests booted with -kernel")
-    machine.add_argument("--initrd-overlay", type=Path, action="append", default=[],
+    machine.add_argument("--append", default="", metavar="ARGS",
+                         help="extra kernel command line for guests booted with -kernel")  # fmt: skip
+    machine.add_argument("--initrd-overlay", type=Path, metavar="CPIO", action="append", default=[],
                          help="a cpio archive laid over the guest's initramfs (repeatable)")  # fmt: skip
-    machine.add_argument("--qemu", default="qemu-system-x86_64", help="the QEMU binary")
+    machine.add_argument("--qemu", default="qemu-system-x86_64", metavar="BINARY", help="the QEMU binary")
     machine.add_argument("--snapshot", action=argparse.BooleanOptionalAction, default=None,
                          help="start from a snapshot of the booted guest (default: as the scenario says)")  # fmt: skip
-    behaviour = run.add_argument_group("waiting, keeping and reporting")
-    behaviour.add_argument("--timeout-factor", type=argtypes.positive_float,
-                           help="multiply every stage and step budget")  # fmt: skip
-    behaviour.add_argument("--report-dir", type=Path, help="where artifacts and report.json go (default: a new folder)")
-    behaviour.add_argument("--keep", action="store_true", help="leave the VM running afterwards (see `hil console`)")
-    behaviour.add_argument("--dump-guest-memory", action="store_true",
-                           help="on a hang, also save the guest's memory as guest-memory.elf")  # fmt: skip
-    behaviour.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report")
-    behaviour.add_argument("--html", type=Path, metavar="DIR", help="write an HTML report (index.html and plots)")
-    redox = run.add_argument_group("Redox guests")
-    redox.add_argument("--packages", metavar="DIR|URL", help="assemble the disk from these pkgar packages")
-    redox.add_argument("--kernel", type=Path, help="put this kernel into the assembled disk")
-    redox.add_argument("--initfs", type=Path, help="put this initfs into the assembled disk")
-    runset = run.add_argument_group("run sets (several scenarios, smp values or repeats)")
-    runset.add_argument("--suite", help="run a suite: a name from hil/suites (e.g. `gate`) or a .toml path")
-    runset.add_argument("--repeat", type=argtypes.positive_int, default=1,
+    machine.add_argument("--dump-guest-memory", action="store_true",
+                         help="on a hang, also save the guest's memory as guest-memory.elf")  # fmt: skip
+
+
+def _add_runset_arguments(runset: argparse._ArgumentGroup) -> None:
+    runset.add_argument("--repeat", type=argtypes.positive_int, metavar="N", default=1,
                         help="run every scenario (and smp value) N times")  # fmt: skip
-    runset.add_argument("-j", "--jobs", type=argtypes.positive_int,
+    runset.add_argument("-j", "--jobs", type=argtypes.positive_int, metavar="N",
                         help="runs at once (default: the suite's, else CPUs)")  # fmt: skip
     runset.add_argument("--retry-infra", type=argtypes.count, metavar="N",
                         help="re-run a run whose verdict is infra up to N times")  # fmt: skip
     runset.add_argument("--only", type=argtypes.names, metavar="NAMES",
-                        help="a suite's runs of these scenarios only (tokio-examples: examples)")  # fmt: skip
+                        help="a suite's runs of these scenarios only; tokio-examples: these examples")  # fmt: skip
     runset.add_argument("--shard", type=_shard_arg, metavar="K/N",
                         help="run part K of N of the set (CI jobs); `hil report merge` joins the parts")  # fmt: skip
 
@@ -257,11 +277,9 @@ def runset_command(args: Any, terminal: Any) -> int:
     root = writable_dir("--report-dir", args.report_dir) if args.report_dir else new_runset_dir(plan.name)
     part = f" (shard {plan.shard['index']}/{plan.shard['total']} of {len(plan.shard['plan'])} runs, " \
         f"estimated {plan.shard['estimated_s']:.0f} s)" if plan.shard else ""
-    terminal.print(
-        f"hil run set [bold]{escape(plan.name)}[/]: {len(plan.cells)} runs{part}, {plan.jobs} at once, "
-        f"infra retries {plan.retry_infra} -> {root}",
-        soft_wrap=True,
-    )
+    terminal.print(f"hil run set [bold]{escape(plan.name)}[/]: {len(plan.cells)} runs{part}, {plan.jobs} at once, "
+                   f"infra retries {plan.retry_infra}")  # fmt: skip
+    terminal.print(f"  folder: {root}", soft_wrap=True)  # a path stays whole, to copy
     runner = RunSetRunner(plan, root)
     try:
         with live_progress(terminal, runner.progress) as on_change:
@@ -337,20 +355,26 @@ class LiveObserver(RunObserver):
         self.status = status
         self.started = time.monotonic()
         self.result: RunResult | None = None
+        self.stages_shown = False  # printed as they came: the summary does not repeat them as a table
 
     def phase(self, text: str) -> None:
         self.status.update(f"{text}  [dim]{time.monotonic() - self.started:5.1f} s[/]")
         if text.startswith("accelerator:"):
-            self.terminal.print(text)
+            label, _, rest = text.partition(" ")
+            self.terminal.print(listing([(label, Text(rest))], indent=0))
 
     def stage(self, mark: StageMark) -> None:
+        self.stages_shown = True
         when = f"{mark.seconds:6.2f} s" if mark.seconds is not None else "   -    "
         self.terminal.print(f"  stage [bold]{mark.name:<10}[/] {when}  {mark.status}")
 
     def step(self, result: StepResult) -> None:
         style = STEP_STYLE.get(result.status, "red")
-        self.terminal.print(f"  step  [{style}]{result.status:<4}[/] {escape(result.name)}  "
-                            f"[dim]{escape(result.reason)}[/]")  # fmt: skip
+        words = Text(result.name)
+        words.append(f"  {result.reason}", style="dim")
+        self.terminal.print(listing([("step", f"[{style}]{result.status:<4}[/]", words)]))
+        if result.status not in (StepStatus.PASS, StepStatus.INTERRUPTED) and result.output.strip():
+            self.terminal.print(output_tail(result, OUTPUT_TAIL_LINES))
         if result.cases:
             self.terminal.print(cases_table(result))
 
@@ -362,6 +386,19 @@ class LiveObserver(RunObserver):
         self.result = result
         for cut in (step for step in result.steps if step.status == StepStatus.INTERRUPTED):
             self.step(cut)  # never printed as it ran: it did not finish
+
+
+OUTPUT_TAIL_LINES = 15
+
+
+def output_tail(result: StepResult, count: int) -> RenderableType:
+    """The last lines a failed step's command printed, as the guest printed them, each wrapped under itself."""
+    lines = result.output.rstrip("\n").splitlines()
+    shown = lines[-count:]
+    where = f" (all of it: {result.output_file})" if result.output_file else ""
+    head = f"its output{where}:" if len(shown) == len(lines) else f"its last {len(shown)} lines{where}:"
+    rows = [("|", Text(line)) for line in shown]
+    return Group(Padding(Text(head, style="dim"), (0, 0, 0, 8), expand=False), listing(rows, indent=8, gap=1))
 
 
 KEY_METRICS = ("iops", "lat_p50_us", "lat_p99_us", "ooo")
@@ -396,6 +433,8 @@ def _metric(metric: dict | None) -> str:
 
 def run_command(args: argparse.Namespace, terminal: Terminal) -> int:
     check_report_options(args)
+    if args.tag:  # `--tag gate`: the tagged built-ins join the named scenarios (a run set when several)
+        args.scenario = list(dict.fromkeys([*args.scenario, *scenarios_tagged(args.tag)]))
     if len(args.scenario) == 1 and not args.suite and is_suite_name(args.scenario[0]):
         args.suite, args.scenario = args.scenario[0], []
     if runset_requested(args):
@@ -413,17 +452,18 @@ def run_command(args: argparse.Namespace, terminal: Terminal) -> int:
         finally:  # a run stopped by a signal or Ctrl-C still says what it got to and where its report is
             status.stop()
             if observer.result is not None:
-                print_result(terminal, observer.result)
+                print_result(terminal, observer.result, observer.stages_shown)
                 single_run_reports(args, observer.result.run_dir, terminal)
     return result.exit_code
 
 
-def print_result(terminal: Terminal, result: RunResult) -> None:
-    if result.timeline and result.verdict != Verdict.PASS:
+def print_result(terminal: Terminal, result: RunResult, stages_shown: bool = False) -> None:
+    if result.timeline and result.verdict != Verdict.PASS and not stages_shown and _boot_went_wrong(result):
         terminal.print(timeline_table(result))
     style = VERDICT_STYLE[str(result.verdict)]
     # Reasons and console lines quote the guest ("NAME [bootstrap]", "vCPU 0 in [user]"): never markup.
-    terminal.print(f"verdict: [{style}]{result.verdict}[/]  {escape(result.reason)}", soft_wrap=True)
+    words = Text.assemble((str(result.verdict), style), f"  {result.reason}")
+    terminal.print(listing([("verdict:", words)], indent=0, gap=1))
     cpus = result.details.get("cpus")
     if cpus and cpus["short"]:
         terminal.print(f"[yellow]cpus: the guest brought up {cpus['online']} of the {cpus['requested']} CPUs it was "
@@ -432,18 +472,34 @@ def print_result(terminal: Terminal, result: RunResult) -> None:
         known = "known fault" if fault.allowed else "fault"
         terminal.print(f"  {known}: {escape(fault.summary)}")
         terminal.print(f"    [dim]signature {escape(fault.signature)}[/]")
-    for line in result.details.get("hang", result.details.get("crash", {})).get("last_lines", [])[-15:]:
-        terminal.print(f"  [dim]| {escape(line)}[/]", markup=True, highlight=False)
+    last_lines = result.details.get("hang", result.details.get("crash", {})).get("last_lines", [])[-15:]
+    if last_lines:
+        terminal.print(listing((Text("|", style="dim"), Text(line, style="dim")) for line in last_lines))
     snapshot = result.details.get("snapshot")
     if snapshot:
         terminal.print(f"snapshot {snapshot['key']}: {_snapshot_words(snapshot)}")
     if result.kept:
-        kept = result.kept
-        terminal.print(f"VM kept running (pid {kept['pid']}). Attach: [bold]hil console {result.run_dir}[/]")
-        terminal.print(f"  QMP shell: hil console --qmp {result.run_dir};  stop: hil console --stop {result.run_dir}")
-        if kept.get("ssh_port"):
-            terminal.print(f"  SSH: port {kept['ssh_port']} on 127.0.0.1 (user root, key from `hil image reference`)")
+        print_kept(terminal, result)
     terminal.print(f"report: {result.run_dir / 'report.json'}  ({result.duration:.1f} s)")
+
+
+def print_kept(terminal: Terminal, result: RunResult) -> None:
+    """How to reach a kept VM: hil's own commands, and a command line for the system ssh to paste."""
+    kept, run = result.kept or {}, result.run_dir
+    terminal.print(f"VM kept running (pid {kept['pid']}); hil exec, ssh and console use the newest kept VM:")
+    rows = [("console:", f"hil console {run}"), ("QMP:", f"hil console --qmp {run}"),
+            ("stop:", f"hil console --stop {run}")]  # fmt: skip
+    if kept.get("ssh_key"):
+        rows[:0] = [("run:", "hil exec -- uname -a"), ("log in:", "hil ssh"), ("copy:", "hil scp FILE :/tmp/")]
+        rows += [("SSH key:", str(kept["ssh_key"])), ("ssh:", shlex.join(ssh_argv({**kept, "run_dir": str(run)})))]
+    for label, line in rows:  # whole lines, never wrapped: they are meant to be copied
+        terminal.print(f"  {label:<9}{escape(line)}", soft_wrap=True)
+
+
+def _boot_went_wrong(result: RunResult) -> bool:
+    """A stage missed or stuck: the stage table says where; after a clean boot it would only be noise."""
+    assert result.timeline is not None
+    return any(mark.status in ("missed", "stuck", "pending") for mark in result.timeline.marks)
 
 
 def _snapshot_words(info: dict) -> str:

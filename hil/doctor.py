@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 
 from rich.console import Console as Terminal
+from rich.text import Text
 
 from hil.guest.profiles import DEFAULT_GUEST, GuestOptions, get_profile
 from hil.image.fetch import list_cached
@@ -15,15 +16,14 @@ from hil.image.reference import load_reference
 from hil.paths import cache_dir, state_dir
 from hil.qemu.accel import choose_accel
 from hil.qemu.snapshot import snapshot_root
+from hil.reports.terminal import listing
 
 
 def doctor_command(terminal: Terminal) -> int:
-    problems = 0
-    for label, ok, detail in _checks():
-        mark = "[green]ok[/]" if ok else "[red]!![/]"
-        terminal.print(f"{mark}  {label:<22} {detail}")
-        problems += not ok
-    return 0 if problems == 0 else 3
+    checks = _checks()
+    rows = [("[green]ok[/]" if ok else "[red]!![/]", label, Text(detail)) for label, ok, detail in checks]
+    terminal.print(listing(rows, indent=0))
+    return 0 if all(ok for _, ok, _ in checks) else 3
 
 
 def _checks() -> list[tuple[str, bool, str]]:

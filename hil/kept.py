@@ -1,10 +1,9 @@
-"""VMs left running by `hil run --keep`: find them, attach to their serial console or QMP, stop them."""
+"""VMs left running by `hil run --keep`: find them, attach to their serial console or QMP, stop them, and
+reach them over SSH (`hil ssh`, `hil scp`, `hil exec -- CMD`) with the key and port the run used."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import select
 import shutil
@@ -18,38 +17,14 @@ from pathlib import Path
 
 from rich.console import Console as Terminal
 
-from hil.errors import UsageError
-from hil.paths import SOCKET_PREFIX, private_dir, state_dir
+from hil.guest.profiles import get_profile, profile_names
+from hil.guest.shell import ShellDialect
+from hil.paths import SOCKET_PREFIX
+from hil.qemu.kept import alive, kept_running, load_kept
 from hil.qemu.qmp import QmpSession
 
 DETACH_KEY = b"\x1d"  # Ctrl-]
 STOP_WAIT_SECONDS = 10.0
-
-
-def kept_index() -> Path:
-    return private_dir(state_dir() / "kept")
-
-
-def register_kept(run_dir: Path) -> None:
-    """Remember a kept run so `hil console` finds it without a path."""
-    link = kept_index() / run_dir.name
-    link.write_text(str(run_dir) + "\n")
-    (kept_index() / "latest").write_text(str(run_dir) + "\n")
-
-
-def load_kept(run_dir: Path | None) -> dict[str, object]:
-    if run_dir is None:
-        latest = kept_index() / "latest"
-        if not latest.is_file():
-            raise UsageError("no kept VM; start one with `hil run SCENARIO --keep`")
-        run_dir = Path(latest.read_text().strip())
-    record_file = run_dir / "kept.json"
-    if not record_file.is_file():
-        raise UsageError(f"{run_dir} has no kept.json: that run was not started with --keep")
-    record = json.loads(record_file.read_text())
-    if not _alive(record.get("pid")):
-        raise UsageError(f"the VM of {run_dir} is no longer running (pid {record.get('pid')})")
-    return record
 
 
 def console_command(args: argparse.Namespace, terminal: Terminal) -> int:
@@ -62,12 +37,23 @@ def console_command(args: argparse.Namespace, terminal: Terminal) -> int:
         # qemu.qmp ships an interactive QMP shell; hil does not write its own.
         return subprocess.call([sys.executable, "-m", "qemu.qmp.qmp_shell", str(record["qmp_socket"])])
     terminal.print(f"serial console of pid {record['pid']}; detach with Ctrl-]")
-    attach_serial(Path(str(record["serial_socket"])))
+    attach_serial(Path(str(record["serial_socket"])), resize_line(record))
     return 0
 
 
-def attach_serial(socket_path: Path) -> None:
-    """Forward the terminal to the serial socket in raw mode until Ctrl-] or the VM exits."""
+def resize_line(record: dict[str, object]) -> str | None:
+    """The guest shell's line that gives it this terminal's size, when there is a terminal and a way."""
+    if not os.isatty(sys.stdin.fileno()):
+        return None
+    size = shutil.get_terminal_size()
+    guest = str(record.get("guest", ""))
+    shell = get_profile(guest).shell if guest in profile_names() else ShellDialect()
+    return shell.resize_line(size.lines, size.columns)
+
+
+def attach_serial(socket_path: Path, first_line: str | None = None) -> None:
+    """Forward the terminal to the serial socket in raw mode until Ctrl-] or the VM exits; `first_line` is
+    typed first (the terminal's size: else full-screen programs draw for the guest's default 80x24)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(str(socket_path))
     stdin = sys.stdin.fileno()
@@ -75,6 +61,8 @@ def attach_serial(socket_path: Path) -> None:
     try:
         if saved is not None:
             tty.setraw(stdin)
+        if first_line:
+            sock.sendall(first_line.encode() + b"\n")
         _pump(sock, stdin)
     finally:
         if saved is not None:
@@ -114,30 +102,15 @@ def _stop(record: dict[str, object], terminal: Terminal) -> int:
 
 def _wait_gone(pid: object, seconds: float) -> None:
     deadline = time.monotonic() + seconds
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
 def _list(terminal: Terminal) -> int:
-    for entry in sorted(kept_index().iterdir()):
-        if entry.name == "latest":
-            continue
-        run_dir = Path(entry.read_text().strip())
-        with contextlib.suppress(UsageError):
-            record = load_kept(run_dir)
-            terminal.print(f"{run_dir}  pid {record['pid']}")
-            continue
-        entry.unlink(missing_ok=True)  # the VM is gone: forget it
+    running = kept_running()
+    if not running:
+        terminal.print("no kept VM is running")
+    for record in running:
+        ssh = f"  ssh port {record['ssh_port']}" if record.get("ssh_key") else ""
+        terminal.print(f"{record['run_dir']}  pid {record['pid']}{ssh}", soft_wrap=True)
     return 0
-
-
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

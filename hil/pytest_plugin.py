@@ -4,8 +4,14 @@ Fixtures:
 - `hil_session`: a GuestSession booted to a shell for the test's needs (guest, machine, devices). Tests with
   the same needs share one boot per worker, in order; `@pytest.mark.hil_fresh` or snapshots (`--hil-snapshot`,
   `@pytest.mark.hil_snapshot`) give a test its own guest.
-- `hil_console` (the serial console: `run`, `expect`, `send`), `hil_qmp` (the QMP session), `hil_ssh`
-  (commands and file transfer over SSH, where the guest runs sshd).
+  Its methods: `run(cmd, timeout=30) -> CommandResult` (.status, .output, .ok) on the serial console;
+  `hotplug(device_id)`, `unplug(device_id, timeout=30)` and `check_device(device_id, timeout=30) -> DeviceSeen`
+  (.ok, .description) for devices from `hil_devices`; `ssh()`; attributes `run_dir`, `ssh_port`, `machine`.
+- `hil_console` (the serial console: `run`, `expect`, `send`), `hil_qmp` (the QMP session: `execute`, `hmp`,
+  `wait_event`, the `events` list), `hil_ssh` (`run(cmd) -> SshResult` with .status/.stdout/.stderr/.ok,
+  `put(bytes | Path, remote, mode=0o644)`, `get(remote) -> bytes`; skipped where the guest has no sshd).
+
+A failing test's report has a `hil guest` section: the run folder and the guest's last console lines.
 
 Markers: `hil_guest("reference")`, `hil_devices("nvme:nvme0", "xhci:xhci0", "usb-storage:usb0,controller=xhci0")`
 (or dicts written like scenario [[devices]] tables), `hil_machine(smp=4, memory=2048)`, `hil_fresh`,
@@ -21,6 +27,7 @@ private temporary folders and forwarded ports are picked free per boot, so worke
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import tomllib
@@ -78,7 +85,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     if config.getoption("hil_scenarios") and config.args_source != pytest.Config.ArgsSource.ARGS:
-        config.args = [str(builtin_dir())]
+        config.args = [*config.args, str(builtin_dir())]  # the built-in scenarios besides the project's tests
 
 
 def worker_id(config: pytest.Config) -> str:
@@ -117,6 +124,11 @@ def needs_of(item: pytest.Item) -> Needs:
     machine_kwargs = machine.kwargs if machine else {}
     devices = item.get_closest_marker("hil_devices")
     tables = [device_table(spec) for spec in (devices.args if devices else ())]
+    for index, table in enumerate(tables):  # a bad spec fails the test in one line, before any run folder
+        try:
+            device_from_table(table, index)
+        except DeviceSpecError as err:
+            pytest.fail(f"hil_devices({devices.args[index]!r}): {err}", pytrace=False)
     return Needs(
         guest=guest,
         smp=machine_kwargs.get("smp") or config.getoption("hil_smp"),
@@ -215,34 +227,51 @@ class SessionPool:
         pytest.fail(f"the guest did not boot: {self.failed[needs]}", pytrace=False)
 
     def _devices(self, needs: Needs) -> list[PlannedDevice]:
-        """Device objects are built anew for every boot: they hold per-run overlays and ports."""
-        planned = []
-        for index, text in enumerate(needs.devices):
-            try:
-                device, at_boot = device_from_table(json.loads(text), index)
-            except DeviceSpecError as err:
-                raise pytest.UsageError(f"hil_devices({text}): {err}") from None
-            planned.append(PlannedDevice(device, at_boot))
-        return planned
+        """Device objects are built anew for every boot: they hold per-run overlays and ports (the specs
+        were checked in needs_of)."""
+        return [PlannedDevice(*device_from_table(json.loads(text), index)) for index, text in enumerate(needs.devices)]
 
 
 @pytest.fixture(scope="session")
-def hil_pool(request: pytest.FixtureRequest) -> Iterator[SessionPool]:
+def _hil_pool(request: pytest.FixtureRequest) -> Iterator[SessionPool]:
+    """Internal: this worker's booted guest, shared by tests with equal needs (not for tests to use)."""
     pool = SessionPool(request.config)
     yield pool
     pool.release()
 
 
 @pytest.fixture
-def hil_session(request: pytest.FixtureRequest, hil_pool: SessionPool) -> Iterator[GuestSession]:
-    """A guest booted to a shell for this test's needs (see the module docstring)."""
+def hil_session(request: pytest.FixtureRequest, _hil_pool: SessionPool) -> Iterator[GuestSession]:
+    """A guest booted to a shell for this test's markers (hil_guest, hil_devices, hil_machine), shared with
+    the next tests of equal needs unless hil_fresh/hil_snapshot. Methods: run(cmd) -> CommandResult,
+    hotplug(id), unplug(id), check_device(id) -> DeviceSeen, ssh(); run_dir holds its artifacts."""
     needs = needs_of(request.node)
     fresh = needs.snapshot or request.node.get_closest_marker("hil_fresh") is not None
-    session = hil_pool.acquire(needs, request.node.name, fresh)
+    # A shared guest's folder is named after what it is, not after whichever test happened to boot it.
+    label = request.node.name if fresh else shared_label(needs)
+    session = _hil_pool.acquire(needs, label, fresh)
     request.node.user_properties.append(("hil_run_dir", str(session.run_dir)))
     yield session
     if fresh:
-        hil_pool.release()
+        _hil_pool.release()
+
+
+def shared_label(needs: Needs) -> str:
+    digest = hashlib.sha256(repr(needs).encode()).hexdigest()[:8]
+    smp = f"-smp{needs.smp}" if needs.smp else ""
+    return f"shared-{needs.guest}{smp}-{digest}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that had a guest says where its run folder is and what the guest printed last."""
+    report = yield
+    session = getattr(item, "funcargs", {}).get("hil_session")
+    if report.failed and isinstance(session, GuestSession):
+        tail = session.console.recent_lines(20)
+        lines = [f"run folder: {session.run_dir}", "last console lines:", *(f"  | {line}" for line in tail)]
+        report.sections.append(("hil guest", "\n".join(lines)))
+    return report
 
 
 @pytest.fixture
@@ -253,16 +282,18 @@ def hil_console(hil_session: GuestSession) -> WatchedConsole:
 
 @pytest.fixture
 def hil_qmp(hil_session: GuestSession) -> QmpSession:
-    """The QMP session of the guest's QEMU: `execute(command, arguments)`, `events()`, `wait_event(...)`."""
+    """The QMP session of the guest's QEMU: `execute(command, arguments)`, `hmp(line)`, `wait_event(name,
+    timeout)`, and `events`, the list of every event so far (a property)."""
     return hil_session.machine.qmp
 
 
 @pytest.fixture
-def hil_ssh(hil_session: GuestSession, hil_pool: SessionPool) -> GuestSsh:
-    """SSH into the guest (skips when its profile has no SSH server)."""
+def hil_ssh(hil_session: GuestSession, _hil_pool: SessionPool) -> GuestSsh:
+    """SSH into the guest (skips when its profile has no SSH server): run(cmd, timeout=60) -> SshResult
+    (.status, .stdout, .stderr, .ok), put(bytes | Path, remote, mode=0o644), get(remote) -> bytes."""
     if hil_session.profile.ssh_access(hil_session.options) is None:
         pytest.skip(f"guest {hil_session.profile.name} has no SSH server")
-    return hil_pool.ssh_client()
+    return _hil_pool.ssh_client()
 
 
 # --- TOML scenarios as test items ---------------------------------------------------------------------------

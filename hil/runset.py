@@ -65,6 +65,7 @@ class RunSetPlan:
     common_args: tuple[str, ...] = ()  # `hil run` options every cell gets (--guest, --accel, ...)
     skipped: tuple[tuple[str, str], ...] = ()  # (name, why) of what the set leaves out, for its reports
     shard: dict[str, Any] | None = None  # this set is one part of a sharded plan (hil.shard.shard_cells)
+    description: str = ""
 
 
 def expand_cells(
@@ -122,6 +123,7 @@ def load_suite(name_or_path: str, smp_override: Sequence[int] | None = None) -> 
         cells=tuple(numbered(cells)),
         jobs=int(data.get("jobs", os.cpu_count() or 1)),
         retry_infra=int(data.get("retry_infra", 0)),
+        description=str(data.get("description", "")),
     )
 
 

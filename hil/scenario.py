@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -132,6 +133,17 @@ def builtin_dir() -> Path:
 
 def builtin_names() -> list[str]:
     return sorted(p.stem for p in builtin_dir().glob("*.toml"))
+
+
+def scenarios_tagged(tags: Sequence[str]) -> list[str]:
+    """The built-in scenarios with any of these tags; an unknown tag is a usage error naming the known ones."""
+    tagged = {name: set(load_scenario(name).tags) for name in builtin_names()}
+    known = set().union(*tagged.values())
+    unknown = sorted(set(tags) - known)
+    if unknown:
+        raise UsageError(f"--tag {','.join(unknown)}: no built-in scenario has it. Fix: use one of "
+                         f"{', '.join(sorted(known))} (see `hil list`)")  # fmt: skip
+    return [name for name, have in tagged.items() if have & set(tags)]
 
 
 def load_scenario(name_or_path: str) -> Scenario:

@@ -186,6 +186,7 @@ class GuestSession:
                     )
 
     def run(self, command: str, timeout: float = 30.0) -> CommandResult:
+        """`command` in the guest's shell on the serial console: its status and output (CommandResult)."""
         return self.console.run(command, timeout * self.factor)
 
     def ssh(self, timeout: float = SSH_CONNECT_SECONDS) -> GuestSsh:
@@ -204,9 +205,11 @@ class GuestSession:
         raise UsageError(f"no device {device_id!r} in this session")
 
     def hotplug(self, device_id: str) -> None:
+        """Plug in a device of this session (one declared not at boot, or one unplugged) over QMP."""
         self.device(device_id).hotplug(self.machine.qmp)
 
     def unplug(self, device_id: str, timeout: float = 30.0) -> None:
+        """Unplug a device over QMP and wait until QEMU says it is gone."""
         self.device(device_id).unplug(self.machine.qmp, timeout * self.factor)
 
     def check_device(self, device_id: str, timeout: float = 30.0) -> DeviceSeen:

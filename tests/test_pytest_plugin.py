@@ -152,3 +152,60 @@ def test_guest_fixtures_under_xdist_share_nothing_between_workers(tmp_path: Path
     junit = tmp_path / "junit.xml"
     xmlschema.XMLSchema(str(SCHEMA)).validate(str(junit))  # pytest's own JUnit fits the schema too
     assert 'name="hil_verdict" value="fail"' in junit.read_text()
+
+
+# --- the documented API, and what a user's own test folder sees ---------------------------------------------
+
+
+def test_fixtures_are_documented_and_the_internal_one_is_hidden(tmp_path: Path) -> None:
+    done = run_pytest(tmp_path, "--fixtures")
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = {name: done.stdout.split(f"{name} ", 1)[1].split("\n\n", 1)[0] for name in
+             ("hil_session", "hil_ssh", "hil_qmp", "hil_console")}  # fmt: skip
+    for word in ("run(cmd)", "hotplug(id)", "unplug(id)", "check_device(id)"):
+        assert word in shown["hil_session"], shown["hil_session"]
+    for word in ("run(cmd", "put(bytes | Path", "get(remote)"):
+        assert word in shown["hil_ssh"], shown["hil_ssh"]
+    assert "events" in shown["hil_qmp"] and "events()" not in shown["hil_qmp"]
+    assert "hil_pool" not in done.stdout, "an internal fixture shows in pytest --fixtures"
+
+
+def test_hil_scenarios_without_paths_keeps_the_projects_own_tests(tmp_path: Path) -> None:
+    (tmp_path / "test_mine.py").write_text("def test_mine():\n    pass\n")
+    done = run_pytest(tmp_path, "--hil-scenarios", "--collect-only")
+    collected = [line for line in done.stdout.splitlines() if "::" in line]
+    assert "test_mine.py::test_mine" in collected, done.stdout
+    assert sorted(line.split("::")[-1] for line in collected if "test_mine" not in line) == builtin_names()
+
+
+def test_a_bad_device_spec_fails_in_one_line_without_a_run_folder(tmp_path: Path) -> None:
+    (tmp_path / "test_bad.py").write_text(
+        "import pytest\n\n@pytest.mark.hil_devices('warp-drive:w0')\ndef test_bad(hil_session):\n    pass\n"
+    )
+    artifacts = tmp_path / "artifacts"
+    done = run_pytest(tmp_path, "--hil-artifacts", str(artifacts))
+    output = done.stdout + done.stderr
+    assert done.returncode == 1 and "1 error" in output, output
+    assert "hil_devices('warp-drive:w0')" in output and "pytest_plugin.py" not in output, output
+    assert not artifacts.exists() or not any(artifacts.rglob("*")), "a bad spec left a run folder"
+
+
+FAILING_TEST = """
+def test_disk_is_there(hil_session):
+    done = hil_session.run("echo looking for the disk; ls /dev/nvme9n1")
+    assert done.ok, done.output
+"""
+
+
+@pytest.mark.qemu
+def test_a_failing_test_shows_its_run_folder_and_the_guests_last_lines(tmp_path: Path, reference_image) -> None:
+    (tmp_path / "test_fails.py").write_text(FAILING_TEST)
+    artifacts = tmp_path / "artifacts"
+    done = run_pytest(tmp_path, "--hil-artifacts", str(artifacts))
+    output = done.stdout + done.stderr
+    assert done.returncode == 1 and "1 failed" in output, output
+    section = output.split("hil guest", 1)[1]
+    folder = next(line for line in section.splitlines() if line.startswith("run folder: ")).split(": ", 1)[1]
+    assert Path(folder).is_dir() and "-shared-reference-" in Path(folder).name, folder
+    assert "| hil# echo looking for the disk; ls /dev/nvme9n1" in section, section
+    assert "printf '%s%s" not in section and "HB" not in section.replace("| hil#", "")

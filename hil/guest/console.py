@@ -280,10 +280,11 @@ class Console:
     # --- history ----------------------------------------------------------------------------------------
 
     def recent_lines(self, count: int = 40) -> list[str]:
+        """The guest's last lines as a person would read them: hil's command framing taken out."""
         lines = list(self._tail)
         if self._partial:
             lines.append(self._partial)
-        return lines[-count:]
+        return self.shell.unframe(lines)[-count:]
 
     def _record(self, text: str) -> None:
         if not text:

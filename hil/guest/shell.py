@@ -26,10 +26,17 @@ class WrappedCommand:
     end: re.Pattern[str]
 
 
+# The shell's own printing of the joined markers: a line of its own, read back by hil and never by people.
+MARKER_LINE = re.compile(r"H[BE][0-9a-f]{12}(?::\d+)?")
+
+
 class ShellDialect:
-    """A POSIX shell (busybox ash, dash, bash). Other shells override `wrap`."""
+    """A POSIX shell (busybox ash, dash, bash). Other shells override `wrap` and the two `typed_` patterns."""
 
     name = "posix"
+    # The echo of a typed line, around the command: `printf ... HB TOKEN; eval 'CMD'; printf ... HE TOKEN $?`.
+    typed_begin = re.compile(r"printf '%s%s\\n' HB [0-9a-f]{12}; eval ")
+    typed_end = re.compile(r"; printf '\\n%s%s:%d\\n' HE [0-9a-f]{12} \$\?$")
 
     @staticmethod
     def new_token() -> str:
@@ -47,6 +54,68 @@ class ShellDialect:
     def sync_line(self) -> WrappedCommand:
         """A no-op command whose marker proves the shell is reading input again."""
         return self.wrap("true")
+
+    def resize_line(self, rows: int, columns: int) -> str | None:
+        """What tells the guest's terminal its size (a serial line has no way to say it by itself)."""
+        return f"stty rows {rows} cols {columns}"
+
+    def unwrap_command(self, quoted: str) -> str:
+        """The command as the scenario wrote it, from its quoted form in the typed line."""
+        try:
+            words = shlex.split(quoted)
+        except ValueError:  # one line of a command typed over several: its quotes do not pair up
+            return quoted.strip("'")
+        return words[0] if len(words) == 1 else quoted
+
+    def unframe(self, lines: list[str]) -> list[str]:
+        """A transcript as a person would have typed it: `PROMPT CMD` and the output, without hil's markers."""
+        shown: list[str] = []
+        for line in lines:
+            if MARKER_LINE.fullmatch(line.strip()):
+                if line.startswith("HE") and shown and not shown[-1].strip():
+                    shown.pop()  # the newline hil prints before the end marker
+                continue
+            untyped = self._untyped(line)
+            if untyped is not None:
+                shown.append(untyped)
+        return shown
+
+    def _untyped(self, line: str) -> str | None:
+        """A line with hil's framing taken out; None where nothing but framing was on it.
+
+        A command typed before the shell prompts shows twice: the terminal's echo of the typeahead, then
+        the shell's redraw after its prompt, on the same line or across two. Only the redraw is kept.
+        """
+        begins = list(self.typed_begin.finditer(line))
+        end = self.typed_end.search(line)
+        if not begins and end is None:
+            return line
+        start = begins[-1].end() if begins else 0
+        head = line[: begins[-1].start()] if begins else ""
+        if len(begins) > 1:  # typeahead echo, then prompt and redraw: the echo is a prefix of the redraw
+            echo, typed = line[begins[-2].start() : begins[-1].start()], line[begins[-1].start() :]
+            head = line[: begins[-2].start()] + echo[_common_prefix(echo, typed) :]
+        earlier_end = list(self.typed_end_within.finditer(head))
+        if earlier_end:  # the rest of an echo that wrapped onto this line, then the prompt
+            head = head[earlier_end[-1].end() :]
+        stop = end.start() if end and end.start() >= start else len(line)
+        shown = head + self.unwrap_command(line[start:stop])
+        return shown if shown.strip() else None
+
+    @property
+    def typed_end_within(self) -> re.Pattern[str]:
+        """`typed_end` anywhere in a line, not only at its end (a prompt can follow it)."""
+        return re.compile(self.typed_end.pattern.removesuffix("$"))
+
+
+def _common_prefix(first: str, second: str) -> int:
+    """How many leading characters the two strings share."""
+    count = 0
+    for a, b in zip(first, second):
+        if a != b:
+            break
+        count += 1
+    return count
 
 
 def markers(line: str, begin: str, end: str) -> WrappedCommand:

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from hil.errors import InfraError
-from hil.kept import register_kept
 from hil.paths import add_socket_owner, new_socket_dir, private_dir
+from hil.qemu.kept import register_kept
 from hil.qemu.process import QemuProcess
 from hil.qemu.qmp import QmpSession
 from hil.qemu.snapshot import Snapshot, wait_incoming

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from hil.guest.ansi import strip_ansi
+from hil.guest.profiles import get_profile, profile_names
+from hil.guest.shell import ShellDialect
 from hil.probes.depths import depth_path
 from hil.reports.run_report import ARTIFACT_FILES
 from hil.results import RUN_LOG_NAME, CellResult
@@ -105,8 +107,14 @@ def last_console_lines(result: CellResult, count: int = 30) -> list[str]:
     for name in ("serial.log", "console.txt", RUN_LOG_NAME):  # what the guest printed, before hil's view of it
         text = _tail(folder / name)
         if text.strip():
-            return [line for line in strip_ansi(text).splitlines() if line.strip()][-count:]
+            lines = shell_of(report.get("guest")).unframe(strip_ansi(text).splitlines())
+            return [line for line in lines if line.strip()][-count:]
     return []
+
+
+def shell_of(guest: object) -> ShellDialect:
+    """The shell dialect a report's guest typed hil's commands in (POSIX for an unknown guest)."""
+    return get_profile(guest).shell if guest in profile_names() else ShellDialect()
 
 
 def first_line(text: str, width: int = 160) -> str:

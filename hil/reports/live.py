@@ -15,8 +15,10 @@ from rich.live import Live
 from rich.markup import escape
 from rich.spinner import Spinner
 from rich.table import Table
+from rich.text import Text
 
 from hil.reports.summary import VERDICT_STYLE
+from hil.reports.terminal import one_line
 from hil.results import CellProgress, ProgressCallback
 
 REFRESH_PER_SECOND = 4
@@ -33,21 +35,20 @@ class ProgressTable:
         done = sum(1 for cell in self.cells if cell.state not in ("queued", "running"))
         running = sum(1 for cell in self.cells if cell.state == "running")
         table = Table(title=f"{done}/{len(self.cells)} done, {running} running", title_justify="left", show_edge=False)
-        for column, justify in (
-            ("run", "left"),
-            ("status", "left"),
-            ("try", "right"),
-            ("elapsed", "right"),
-            ("activity", "left"),
-        ):
-            table.add_column(column, justify=justify, no_wrap=True, overflow="ellipsis")
+        # Only the activity may shrink (rich collapses wrappable columns first); it stays one line, cut at
+        # its end. The rest keep their width: a status, a try or a run name squeezed to nothing says nothing.
+        table.add_column("run", no_wrap=True)
+        table.add_column("status", no_wrap=True, min_width=9)
+        table.add_column("try", justify="right", no_wrap=True)
+        table.add_column("elapsed", justify="right", no_wrap=True, min_width=8)
+        table.add_column("activity", ratio=1)
         for cell in self.cells:
             table.add_row(
                 escape(cell.cell.title),
                 self._status(cell),
                 str(cell.attempt or ""),
                 f"{cell.elapsed():.1f} s" if cell.started else "",
-                escape(cell.activity),
+                one_line(cell.activity),
             )
         return table
 
@@ -84,11 +85,10 @@ def _line_printer(terminal: Terminal, total: int) -> ProgressCallback:
             elif progress.state not in ("queued", "running") and progress.cell.id not in finished:
                 finished.add(progress.cell.id)
                 style = VERDICT_STYLE.get(progress.state, "")
-                terminal.print(
-                    f"[{len(finished)}/{total}] {escape(progress.cell.title)}: [{style}]{progress.state}[/] "
-                    f"({progress.elapsed():.1f} s) {escape(progress.activity)}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
+                line = Text.from_markup(f"[{len(finished)}/{total}] {escape(progress.cell.title)}: "
+                                        f"[{style}]{progress.state}[/] ({progress.elapsed():.1f} s) ")  # fmt: skip
+                line.append(progress.activity)
+                # One line per event, cut at its end: a CI log stays greppable; the summary has the rest.
+                terminal.print(line, highlight=False, no_wrap=True, overflow="ellipsis")
 
     return on_change

@@ -25,6 +25,7 @@ from hil.tokio.drivers import DRIVERS, DRIVERS_BY_NAME, Driver, forwards, settin
 from hil.tokio.examples import EXAMPLES_BY_NAME
 
 SUITE_NAME = "tokio-examples"
+SUITE_DESCRIPTION = "tokio's examples driven from the host, one run per example and smp value (1, 2, 4)"
 DEFAULT_SMP = (1, 2, 4)
 DEFAULT_JOBS = 2
 MEMORY_MB = 1024

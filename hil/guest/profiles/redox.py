@@ -23,6 +23,7 @@ from hil.guest.shell import ShellDialect, WrappedCommand, markers
 from hil.guest.stages import Stage
 from hil.image.redox.assemble import assemble, read_image_file
 from hil.image.redox.disk_cache import assembled_disk
+from hil.image.redox.repo import check_package_folder
 from hil.initfs_probe.build import build_initfs_probe
 from hil.initfs_probe.spec import NvmeTarget
 from hil.paths import cache_dir
@@ -113,6 +114,14 @@ class IonShell(ShellDialect):
     """ion: no eval, so markers are split by ion's own string concatenation of two quoted halves."""
 
     name = "ion"
+    typed_begin = re.compile(r"echo 'HB''[0-9a-f]{12}'; ")
+    typed_end = re.compile(r"; echo 'HE''[0-9a-f]{12}:'\$\?$")
+
+    def unwrap_command(self, quoted: str) -> str:
+        return quoted  # ion gets the command as it is, unquoted
+
+    def resize_line(self, rows: int, columns: int) -> str | None:
+        return None  # Redox's console has no stty
 
     def wrap(self, command: str) -> WrappedCommand:
         token = self.new_token()
@@ -249,22 +258,6 @@ class RedoxProfile(RedoxKernelProfile):
 
     def after_restore(self, console: Console, timeout: float) -> None:
         console.resync(timeout)
-
-
-def check_package_folder(packages: str) -> None:
-    """A local package folder must be the one holding NAME.pkgar + NAME.toml (the target folder itself)."""
-    if packages.startswith(("http://", "https://")):
-        return
-    folder = Path(packages)
-    if not folder.is_dir():
-        raise UsageError(f"--packages {packages}: no such folder. Fix: give the package folder (the one holding "
-                         "kernel.pkgar and kernel.toml) or an http(s) URL")  # fmt: skip
-    if (folder / "kernel.toml").is_file() or (folder / "repo.toml").is_file():
-        return
-    inner = sorted(p.name for p in folder.glob("*-unknown-redox") if p.is_dir())
-    hint = f"; it holds {inner[0]}/: give {folder / inner[0]}" if inner else ""
-    raise UsageError(f"--packages {packages}: no kernel.toml or repo.toml in this folder{hint}. Fix: give the "
-                     "folder holding NAME.pkgar + NAME.toml")  # fmt: skip
 
 
 def _assemble_for_run(redox: RedoxOptions, work_dir: Path | None, size_mib: int, initfs: Path | None) -> Path:

@@ -76,8 +76,10 @@ def installer_layout(disk_size: int, efi_mib: int = 1) -> DiskLayout:
     """The partition table the installer computes for a disk of `disk_size` bytes."""
     if disk_size % SECTOR:
         raise UsageError(f"disk size {disk_size} is not a multiple of {SECTOR} bytes")
-    if disk_size < MIN_DISK_SIZE + efi_mib * MIB:
-        raise UsageError(f"disk size {disk_size} is too small; the layout needs at least {MIN_DISK_SIZE >> 20} MiB")
+    least = MIN_DISK_SIZE + efi_mib * MIB  # RedoxFS's least, plus the EFI partition beside it
+    if disk_size < least:
+        raise UsageError(f"disk size {disk_size / MIB:g} MiB is too small: RedoxFS and a {efi_mib} MiB EFI "
+                         f"partition need {least >> 20} MiB. Fix: give --size {least >> 20}M or more")  # fmt: skip
     bios_end = MIB // SECTOR - 1
     efi_end = bios_end + efi_mib * MIB // SECTOR
     redox_end = (disk_size - GPT_RESERVED_BYTES) // MIB * MIB // SECTOR - 1

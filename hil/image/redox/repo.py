@@ -64,9 +64,8 @@ class PackageRepo:
         if self.is_remote:
             self.cache = cache or _remote_cache(self.source)
         else:
+            check_package_folder(text)
             self.cache = Path(text)
-            if not self.cache.is_dir():
-                raise UsageError(f"--packages {text}: no such folder (give a package folder or an http(s) URL)")
         self._infos: dict[str, PackageInfo] = {}
 
     def names(self) -> list[str]:
@@ -112,12 +111,18 @@ class PackageRepo:
         """The checked package; its entry-table blake3 must match the metadata's when that names one."""
         info = self.info(name)
         path = self._pkgar_path(info)
-        package = Package(self._pkgar_bytes(path, info), str(path), self.public_key)
-        digest = package.header.entries_blake3.hex()
-        if info.blake3 and info.blake3.lower() != digest:
+        try:
+            package = Package(self._pkgar_bytes(path, info), str(path), self.public_key)
+            digest = package.header.entries_blake3.hex()
+            if info.blake3 and info.blake3.lower() != digest:
+                if self.is_remote:
+                    path.unlink(missing_ok=True)  # a stale or damaged download must not stick in the cache
+                raise PkgarError(f"{path}: entry-table blake3 {digest} differs from {info.blake3} in {name}.toml")
+        except PkgarError as err:
             if self.is_remote:
-                path.unlink(missing_ok=True)  # a stale or damaged download must not stick in the cache
-            raise PkgarError(f"{path}: entry-table blake3 {digest} differs from {info.blake3} in {name}.toml")
+                raise  # a download gone wrong: infra, and worth another try
+            # The user's own file: another try reads the same bytes, so it is usage (2), not infra (3).
+            raise UsageError(f"{err}. Fix: rebuild or copy the package again") from None
         return package
 
     # --- metadata ---------------------------------------------------------------------------------------------
@@ -245,3 +250,19 @@ def _parse_toml(text: str, where: str) -> dict:
 
 def _offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
+
+
+def check_package_folder(packages: str) -> None:
+    """A local package folder must be the one holding NAME.pkgar + NAME.toml (the target folder itself)."""
+    if packages.startswith(("http://", "https://")):
+        return
+    folder = Path(packages)
+    if not folder.is_dir():
+        raise UsageError(f"--packages {packages}: no such folder. Fix: give the package folder (the one holding "
+                         "kernel.pkgar and kernel.toml) or an http(s) URL")  # fmt: skip
+    if any(folder.glob("*.toml")):
+        return
+    inner = sorted(p.name for p in folder.glob("*-unknown-redox") if p.is_dir())
+    hint = f"; it holds {inner[0]}/: give {folder / inner[0]}" if inner else ""
+    raise UsageError(f"--packages {packages}: no NAME.toml or repo.toml in this folder{hint}. Fix: give the "
+                     "folder holding NAME.pkgar + NAME.toml")  # fmt: skip
