@@ -6,6 +6,7 @@ never match them; only the shell's own output of the joined marker can.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import shlex
@@ -94,7 +95,8 @@ class ShellDialect:
         head = line[: begins[-1].start()] if begins else ""
         if len(begins) > 1:  # typeahead echo, then prompt and redraw: the echo is a prefix of the redraw
             echo, typed = line[begins[-2].start() : begins[-1].start()], line[begins[-1].start() :]
-            head = line[: begins[-2].start()] + echo[_common_prefix(echo, typed) :]
+            shared = len(os.path.commonprefix([echo, typed]))  # noqa: RUF071 (characters, not paths)
+            head = line[: begins[-2].start()] + echo[shared:]
         earlier_end = list(self.typed_end_within.finditer(head))
         if earlier_end:  # the rest of an echo that wrapped onto this line, then the prompt
             head = head[earlier_end[-1].end() :]
@@ -106,16 +108,6 @@ class ShellDialect:
     def typed_end_within(self) -> re.Pattern[str]:
         """`typed_end` anywhere in a line, not only at its end (a prompt can follow it)."""
         return re.compile(self.typed_end.pattern.removesuffix("$"))
-
-
-def _common_prefix(first: str, second: str) -> int:
-    """How many leading characters the two strings share."""
-    count = 0
-    for a, b in zip(first, second):
-        if a != b:
-            break
-        count += 1
-    return count
 
 
 def markers(line: str, begin: str, end: str) -> WrappedCommand:
