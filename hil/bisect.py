@@ -49,9 +49,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from rich import box
+from rich.table import Table
+from rich.text import Text
 
 from hil.errors import UsageError
 from hil.paths import private_dir, state_dir
+from hil.reports.terminal import listing, one_line
 
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_RUNS = 3
@@ -737,54 +741,69 @@ def _after_dashes(command: list[str]) -> list[str]:
 
 
 class _EventPrinter:
+    """One line per event; at 80 columns a long signature wraps under itself, never splitting the time."""
+
     def __init__(self, terminal: Any) -> None:
         self.terminal = terminal
 
     def __call__(self, record: dict[str, Any]) -> None:
         event = record["event"]
         if event == "run":
-            where = "endpoint " if record.get("endpoint") else ""
-            what = f"{record['verdict']} {record.get('signature') or ''} -> {record['outcome']}"
-            self.terminal.print(
-                f"  {where}run {record['commit'][:12]} #{record['index']}: {what}  ({record['seconds']:.0f} s)"
-            )
+            where = "endpoint run" if record.get("endpoint") else "run"
+            what = f"{record['verdict']} -> {record['outcome']}"
+            if record.get("signature"):
+                what += f"  {record['signature']}"
+            self._row(f"{where} {record['commit'][:12]} #{record['index']}", f"{record['seconds']:.0f} s", what)
         elif event == "build" and not record["ok"]:
-            self.terminal.print(f"  build of {record['commit'][:12]} failed: skipped")
+            self._row(f"build {record['commit'][:12]}", "failed: skipped")
         elif event == "restore":
-            self.terminal.print(f"  back at {record['commit'][:12]}: its build restored, not rebuilt")
+            self._row(f"back at {record['commit'][:12]}", "its build restored, not rebuilt")
         elif event in ("signature", "untestable"):
-            self.terminal.print(f"  {event}: {record.get('signature') or record.get('why')}")
+            self._row(f"{event}:", str(record.get("signature") or record.get("why")))
+
+    def _row(self, *cells: str) -> None:
+        self.terminal.print(listing([[Text(cell) for cell in cells]], gap=1))
 
 
 def print_bisect_result(terminal: Any, result: BisectResult, git: Git, log_dir: Path) -> None:
-    terminal.print(f"signature: {result.signature}")
-    terminal.print(f"failure rate at bad commits: {result.rate.describe()}")
-    terminal.print("commit        match pass other skip  P(good)  verdict")
-    for commit, evidence in result.evidence.items():
-        if evidence.runs or evidence.build_failed:
-            row = _evidence_row(commit, evidence, result.good_probability.get(commit), git)
-            terminal.print(row[: max(60, getattr(terminal, "width", 120))])  # one line per commit: subjects cut
+    found = [("signature:", Text(result.signature or "-")), ("failure rate:", Text(result.rate.describe()))]
+    terminal.print(listing(found, indent=0, gap=1))
+    terminal.print(evidence_table(result, git))
     names = ", ".join(f"{c[:12]} {git.subject(c)}" for c in result.culprit)
-    terminal.print(f"{_culprit_label(result)}: {names}")
     sure = f"confidence {result.confidence:.3f}"
     if not result.found:
         sure += f", short of the {result.asked:.2f} asked ({result.stopped}): more --max-runs, or test by hand"
-    terminal.print(sure)
-    terminal.print(f"{result.runs} search runs + {result.endpoint_runs} endpoint runs; {result.builds} builds, "
-                   f"{result.restores} restored builds")  # fmt: skip
+    runs = (f"{result.runs} search runs + {result.endpoint_runs} endpoint runs; {result.builds} builds, "
+            f"{result.restores} restored builds")  # fmt: skip
+    rows = [(f"{_culprit_label(result)}:", Text(names)), ("", Text(sure)), ("", Text(runs))]
     if result.git_says:
-        terminal.print(result.git_says.strip().splitlines()[0])
+        rows.append(("git bisect:", Text(result.git_says.strip().splitlines()[0])))
+    terminal.print(listing(rows, indent=0, gap=1))
     # Paths whole, never wrapped, so they can be copied.
     terminal.print(f"log: {log_dir / 'bisect-log.jsonl'}", soft_wrap=True)
     terminal.print(f"git bisect log: {log_dir / 'git-bisect-log.txt'}", soft_wrap=True)
 
 
-def _evidence_row(commit: str, evidence: CommitEvidence, good_p: float | None, git: Git) -> str:
+def evidence_table(result: BisectResult, git: Git) -> Table:
+    """Every commit that was run or failed to build: one line each, the subject cut to what fits."""
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False, collapse_padding=True)
+    # Only the subject may shrink (rich narrows wrappable columns first); its cells are cut, not wrapped.
+    table.add_column("commit", no_wrap=True)
+    for name in ("match", "pass", "other", "skip", "P(good)"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("subject")
+    for commit, evidence in result.evidence.items():
+        if evidence.runs or evidence.build_failed:
+            table.add_row(*_evidence_cells(commit, evidence, result.good_probability.get(commit), git))
+    return table
+
+
+def _evidence_cells(commit: str, evidence: CommitEvidence, good_p: float | None, git: Git) -> list[Text]:
     verdict = evidence.marked or ("good?" if good_p is not None and good_p > 0.5 else "")
-    counts = [evidence.count(o) for o in (Outcome.MATCH, Outcome.PASS, Outcome.OTHER, Outcome.SKIP)]
-    shown = f"{good_p:7.3f}" if good_p is not None else "      -"
-    return (f"{commit[:12]}  {counts[0]:5} {counts[1]:4} {counts[2]:5} {counts[3]:4}  {shown}  {verdict}"
-            f"  {git.subject(commit)}")  # fmt: skip
+    counts = [str(evidence.count(o)) for o in (Outcome.MATCH, Outcome.PASS, Outcome.OTHER, Outcome.SKIP)]
+    shown = f"{good_p:.3f}" if good_p is not None else "-"
+    return [*(Text(cell) for cell in (commit[:12], *counts, shown, verdict)), one_line(git.subject(commit))]
 
 
 def _culprit_label(result: BisectResult) -> str:
