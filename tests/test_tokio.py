@@ -5,6 +5,7 @@ Fast: nothing here compiles or boots (tests/test_tokio_matrix.py does).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from rich.console import Console
 from hil.errors import InfraError, UsageError
 from hil.image import reference
 from hil.netio import read_exactly
-from hil.tokio import build, drivers, matrix, source, suite
+from hil.tokio import build, drivers, matrix, source, suite, toolchain
 from hil.tokio.examples import (
     CRATES,
     EXAMPLES,
@@ -100,7 +101,7 @@ def test_the_manifest_has_no_path_dependencies_and_only_the_crates_used() -> Non
     [("1", "1.24.2", True), ("1", "2.0.0", False), ("0.7", "0.7.3", True), ("0.7", "0.6.9", False)],
 )
 def test_crate_versions_follow_cargos_caret_rule(requirement: str, version: str, ok: bool) -> None:
-    assert build._compatible(requirement, version) is ok
+    assert toolchain._compatible(requirement, version) is ok
 
 
 def test_an_example_whose_crate_debian_lacks_is_recorded_with_the_package_to_install(tmp_path: Path) -> None:
@@ -110,9 +111,25 @@ def test_an_example_whose_crate_debian_lacks_is_recorded_with_the_package_to_ins
     available = build.available_crates(registry)
     assert available["tokio-util"] == ["0.7.3"] and "http" not in available
     tinyhttp = next(example for example in EXAMPLES if example.name == "tinyhttp")
-    missing = [CRATES[name] for name in tinyhttp.crates if not build._has_crate(available, CRATES[name])]
+    missing = [CRATES[name] for name in tinyhttp.crates if not build.has_crate(available, CRATES[name])]
     reason = build._missing_reason(missing)
     assert "librust-http-dev" in reason and "librust-serde-json-dev" in reason and "tokio-util" not in reason
+
+
+def test_a_host_without_crates_is_told_in_a_few_lines_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(toolchain.INSTALL_ENV, raising=False)
+    registry = tmp_path / "registry"
+    (registry / "tokio-1.24.2").mkdir(parents=True)
+    missing = toolchain.missing_packages(registry)
+    assert "librust-tokio-dev" not in missing and "librust-bytes-dev" in missing
+    with pytest.raises(InfraError) as error:
+        toolchain.ensure_toolchain(Console(file=io.StringIO()), registry)  # no terminal: no prompt, no install
+    lines = str(error.value).splitlines()
+    assert len(lines) <= 5 and "{" not in str(error.value), lines
+    assert lines[0] == "tokio's examples cannot be built on this host: it lacks"
+    assert f"apt-get install {' '.join(missing)}" in lines[-2] and f"{toolchain.INSTALL_ENV}=1" in lines[-1]
 
 
 def test_the_key_follows_every_input() -> None:

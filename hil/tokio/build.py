@@ -43,6 +43,7 @@ from hil.tokio.examples import (
     Example,
 )
 from hil.tokio.source import DEBIAN_REGISTRY, example_sources
+from hil.tokio.toolchain import available_crates, ensure_toolchain, has_crate
 
 BUILD_VERSION = "1"  # bump when the way the examples are built changes
 RUST_TARGET = "x86_64-unknown-linux-gnu"
@@ -121,7 +122,7 @@ def plan_build(examples: Sequence[Example] | None = None) -> TokioPlan:
     unbuildable = {example.name: example.skip_reason for example in examples if not example.applies}
     buildable: list[Example] = []
     for example in (example for example in examples if example.applies):
-        missing = [CRATES[name] for name in example.crates if not _has_crate(available, CRATES[name])]
+        missing = [CRATES[name] for name in example.crates if not has_crate(available, CRATES[name])]
         if missing:
             unbuildable[example.name] = _missing_reason(missing)
         else:
@@ -132,28 +133,6 @@ def plan_build(examples: Sequence[Example] | None = None) -> TokioPlan:
     rustc = _tool_version("rustc")
     key = _key(buildable, unbuildable, manifest, lockfile, rustc)
     return TokioPlan(tuple(buildable), unbuildable, manifest, lockfile, rustc, key)
-
-
-def available_crates(registry: Path = DEBIAN_REGISTRY) -> dict[str, list[str]]:
-    """Crate name -> versions unpacked by Debian's librust-*-dev packages."""
-    crates: dict[str, list[str]] = {}
-    for path in sorted(registry.glob("*-*")):
-        match = re.fullmatch(r"(.+)-(\d+\.\d+\.\d+\S*)", path.name)
-        if match and path.is_dir():
-            crates.setdefault(match.group(1), []).append(match.group(2))
-    return crates
-
-
-def _has_crate(available: dict[str, list[str]], crate: Crate) -> bool:
-    return any(_compatible(crate.requirement, version) for version in available.get(crate.name, []))
-
-
-def _compatible(requirement: str, version: str) -> bool:
-    """Cargo's caret rule for the simple requirements hil uses ("1", "0.7")."""
-    wanted = requirement.split(".")
-    have = version.split(".")
-    significant = 1 if wanted[0] != "0" else 2
-    return have[:significant] == wanted[:significant]
 
 
 def _missing_reason(missing: list[Crate]) -> str:
@@ -243,6 +222,7 @@ def build_examples(
 ) -> TokioBuild:
     """The examples for the current crates and compiler: from the cache, or built now (minutes the first time)."""
     console = console or Console(stderr=True)
+    ensure_toolchain(console)
     with BUILDS.lock(console=console):
         with console.status("Resolving the tokio examples' crates with cargo"):
             plan = plan_build(examples)
@@ -252,7 +232,8 @@ def build_examples(
 
 def _build(plan: TokioPlan, console: Console) -> TokioBuild:
     if not plan.buildable:
-        raise InfraError(f"none of tokio's examples can be built here: {plan.unbuildable}\n  fix: {INSTALL_FIX}")
+        reasons = "\n".join(f"  {name}: {why}" for name, why in sorted(plan.unbuildable.items()))
+        raise InfraError(f"none of tokio's examples can be built here:\n{reasons}\n  fix: {INSTALL_FIX}")
     started = time.monotonic()
     with BUILDS.scratch(plan.key) as scratch:
         output = scratch / "out"  # beside the cargo project, which is not kept
