@@ -33,6 +33,9 @@ set +e
 "${hil[@]}" report merge "${parts[@]}" --out "$report/merged" --junit "$report/junit.xml" --html "$report/html"
 code=$?
 set -e
+if [ -n "${CI_JOB_URL:-}" ]; then  # the report itself, one click from the job log
+    echo "hil-merge: report: $CI_JOB_URL/artifacts/file/$report/html/index.html"
+fi
 case $code in
     0) echo "hil-merge: pass" ;;
     1) echo "hil-merge: FAILED: a run failed, crashed or hung; see $report/html/index.html" ;;

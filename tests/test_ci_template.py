@@ -51,6 +51,16 @@ def test_the_template_parses_and_publishes_junit_and_html() -> None:
     assert "--retry-infra" in (CI / "hil-gate.sh").read_text()
 
 
+def test_the_merge_request_links_the_html_report_and_logs_are_wide() -> None:
+    config = template()
+    report_dir = config["variables"]["HIL_REPORT_DIR"]
+    url = config["hil-report"]["environment"]["url"]
+    assert url == "$CI_JOB_URL/artifacts/file/$HIL_REPORT_DIR/html/index.html" and report_dir
+    assert int(config["variables"]["COLUMNS"]) > 80  # rich lays tables out for COLUMNS in a log
+    setup = (CI / "hil-setup.sh").read_text()
+    assert "HIL_INSTALL=${HIL_INSTALL:-runtime}" in setup  # no dev tools, no editable install in CI
+
+
 def test_gitlab_retries_only_infrastructure_failures() -> None:
     config = template()
     for name in ("hil-kernel", "hil-gate", "hil-report"):
