@@ -138,6 +138,47 @@ def test_live_table_keeps_names_status_try_and_elapsed_at_80_columns() -> None:
     assert len(text.strip().splitlines()) == 2 + 1 + len(cells), "a row took more than one line"
 
 
+# --- hil bisect --------------------------------------------------------------------------------------------
+
+
+class _Subjects:
+    def subject(self, commit: str) -> str:
+        return f"scheduler: hold the run-queue lock across the wakeup of {commit[:4]} (long subject)"
+
+
+def test_bisect_progress_and_result_fit_80_columns() -> None:
+    from hil.bisect import (
+        BisectResult,
+        CommitEvidence,
+        FailureRate,
+        Outcome,
+        RunRecord,
+        _EventPrinter,
+        print_bisect_result,  # fmt: skip
+    )
+
+    out = Console(width=WIDTH, file=open(os.devnull, "w"), record=True)  # noqa: SIM115
+    printer = _EventPrinter(out)
+    commits = [f"{n:x}" * 40 for n in range(1, 5)]
+    long_signature = "hang:deadlock/idle:stage:ready in helper-daemon-with-a-long-name at its start-up wait"
+    for index, commit in enumerate(commits):
+        printer({"event": "run", "commit": commit, "index": index, "verdict": "hang", "signature": long_signature,
+                 "outcome": "match", "seconds": 22.4, "endpoint": index == 0})  # fmt: skip
+    printer({"event": "build", "commit": commits[1], "ok": False})
+    evidence = {c: CommitEvidence(c, [RunRecord(c, 1, "pass", None, Outcome.PASS)]) for c in commits}
+    evidence[commits[2]].marked = "bad"
+    result = BisectResult([commits[2]], 0.97, FailureRate(6, 4), long_signature, evidence,
+                          dict.fromkeys(commits, 0.5), 12, 4, 1, 3, "confident")  # fmt: skip
+    print_bisect_result(out, result, _Subjects(), Path("/tmp/bisect-logs"))
+    text = out.export_text()
+    print(text)
+    assert_fits(text)
+    assert len(re.findall(r"^\s*(endpoint )?run [0-9a-f]{12} #\d+ +22 s ", text, re.MULTILINE)) == 4
+    rows = [line for line in text.splitlines() if re.match(r"[0-9a-f]{12} ", line)]
+    assert len(rows) == 4 and all("scheduler: hold" in row for row in rows), text
+    assert re.search(r"^culprit: +3{12} scheduler", text, re.MULTILINE)
+
+
 # --- transcripts ------------------------------------------------------------------------------------------
 
 
