@@ -480,7 +480,8 @@ def print_result(terminal: Terminal, result: RunResult, stages_shown: bool = Fal
         terminal.print(f"snapshot {snapshot['key']}: {_snapshot_words(snapshot)}")
     if result.kept:
         print_kept(terminal, result)
-    terminal.print(f"report: {result.run_dir / 'report.json'}  ({result.duration:.1f} s)", soft_wrap=True)  # whole, to copy
+    # The path whole, never wrapped, so it can be copied.
+    terminal.print(f"report: {result.run_dir / 'report.json'}  ({result.duration:.1f} s)", soft_wrap=True)
 
 
 def print_kept(terminal: Terminal, result: RunResult) -> None:
