@@ -67,7 +67,8 @@ def print_summary(terminal: Terminal, result: RunSetResult) -> None:
         terminal.print(summary_table(result))
     else:  # the reasons under the table, each run's in full width
         terminal.print(summary_table(result, with_reason=False))
-        terminal.print(listing((escape(cell.cell.title), Text(first_line(cell.reason))) for cell in result.cells))
+        rows = ((escape(cell.cell.title), Text(first_line(cell.reason, width=600))) for cell in result.cells)
+        terminal.print(listing(rows))  # a reason in full: a long path must not cut off what went wrong
     skipped = [(Text("not run:", style="dim"), Text(name, style="dim"), Text(first_line(why), style="dim"))
                for name, why in result.skipped.items()]  # fmt: skip
     if skipped:
