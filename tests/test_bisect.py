@@ -430,3 +430,15 @@ def test_the_bench_bound_counts_blocks_and_the_error_reached() -> None:
     assert bench.bits_needed([1] * 64, 0.0) == pytest.approx(6.0)
     assert bench.bits_needed([1] * 64, 0.05) < bench.bits_needed([1] * 64, 0.01) < 6.0
     assert bench.bits_needed([2] * 32, 0.0) == pytest.approx(5.0)
+
+
+def test_the_failure_rate_prior_leans_low_and_keeps_a_deterministic_bug_possible() -> None:
+    """The tilt that keeps the search calibrated at low rates (bench/bisect_efficiency.py, p = 0.3)."""
+    from hil.bisect import P_GRID
+
+    model = CulpritModel(8)
+    assert model.p_estimate() < float(P_GRID.mean())  # before any run: below the flat prior's mean
+    assert np.isfinite(model.log_post[:, -1]).all()  # p = 1 stays possible
+    for _ in range(6):
+        model.record(7, Outcome.MATCH)  # the bad commit failed every time
+    assert model.p_estimate() > 0.8
