@@ -12,6 +12,8 @@ import pytest
 
 from hil.devices.catalog import DeviceSpecError, device_from_table
 from hil.devices.net import E1000
+from hil.devices.storage import UsbStorage
+from hil.devices.usb import UsbInput, Xhci
 from hil.errors import UsageError
 from hil.guest.profiles.base import GuestOptions
 from hil.guest.profiles.redox import RedoxOptions
@@ -206,3 +208,8 @@ def test_host_steps_without_a_guest_command_need_a_listener(tmp_path: Path, devi
     path.write_text(BASE.format(device=device, step=step))
     with pytest.raises(ScenarioError, match=where):
         parse_scenario(path)
+
+
+def test_the_profile_counts_the_devices_on_the_first_controller() -> None:
+    devices = (Xhci("xhci0", "nec-usb-xhci"), UsbStorage("usb0", "xhci0"), UsbInput("kbd0", "usb-kbd", "xhci0"))
+    assert RedoxOptions.of(GuestOptions(own={"devices": devices})).xhci == spec.XhciTarget("nec-usb-xhci", 2)

@@ -71,6 +71,9 @@ E1000_CASES: tuple[str, ...] = (
     "e1000_irq_intx",
     "e1000_counters",
 )
+# The redox-xhci variant (src/xhci.c): controller, capabilities, reset, root-hub ports; no rings yet.
+XHCI_CASES: tuple[str, ...] = ("thread_spawn", "io_privilege", "cpu_count", "xhci_pci", "xhci_caps", "xhci_reset",
+                               "xhci_ports")
 # What the probe sends to the host's listeners; the scenario's host steps check these bytes.
 E1000_UDP_PAYLOAD = "hil e1000 udp from the initfs probe"
 E1000_TCP_PAYLOAD = "hil e1000 tcp from the initfs probe"
@@ -107,6 +110,14 @@ class E1000Target:
     echo_port: int = 7001
 
 
+@dataclass(frozen=True)
+class XhciTarget:
+    """The first xHCI hil attaches and how many USB devices hang on it at boot."""
+
+    model: str
+    devices: int
+
+
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
@@ -116,6 +127,7 @@ VARIANTS: dict[str, Variant] = {
                 NVME_CASES),
         Variant("redox-e1000", 2, 8, "a minimal e1000 driver: PCI, BAR, MAC, rings, ARP, UDP, TCP, INTx",
                 E1000_CASES),
+        Variant("redox-xhci", 2, 8, "xHCI: PCI, capabilities, reset, root-hub port status", XHCI_CASES),
     )
 }
 DEFAULT_VARIANT = "kernel-smoke"

@@ -44,13 +44,6 @@ static void wr(u32 reg, u32 value)
     mmio_write32(e.regs, reg, value);
 }
 
-static bool need(bool ok, const char *case_name)
-{
-    if (!ok)
-        skip("needs %s, which did not pass", case_name);
-    return ok;
-}
-
 static void say_mac(const char *what, const u8 *m)
 {
     static const char hex[] = "0123456789abcdef";

@@ -111,13 +111,6 @@ long nvme_io_sync(u8 opcode, u64 block, void *buf, u64 buf_phys)
 
 /* ---------------------------------------------------------------- cases */
 
-static bool need(bool ok, const char *case_name)
-{
-    if (!ok)
-        skip("needs %s, which did not pass", case_name);
-    return ok;
-}
-
 void case_nvme_pci(void)
 {
     if (case_status("io_privilege") != ST_PASS)
