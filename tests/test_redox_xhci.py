@@ -67,6 +67,7 @@ def test_every_attached_device_shows_on_a_root_hub_port(tmp_path: Path, model: s
     assert cases["xhci_ports"]["metrics"]["connected"]["value"] == 3
     assert sum("connected" in line for line in cases["xhci_ports"]["diagnostics"]) == 3
     assert model in cases["xhci_pci"]["diagnostics"][0]
+    assert cases["xhci_noop"]["status"] == "pass"  # command ring -> Command Completion event, code 1
 
 
 def test_without_usb_devices_no_port_shows_one(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ E1000_CASES: tuple[str, ...] = (
 )
 # The redox-xhci variant (src/xhci.c): controller, capabilities, reset, root-hub ports; no rings yet.
 XHCI_CASES: tuple[str, ...] = ("thread_spawn", "io_privilege", "cpu_count", "xhci_pci", "xhci_caps", "xhci_reset",
-                               "xhci_ports")
+                               "xhci_ports", "xhci_noop")
 # What the probe sends to the host's listeners; the scenario's host steps check these bytes.
 E1000_UDP_PAYLOAD = "hil e1000 udp from the initfs probe"
 E1000_TCP_PAYLOAD = "hil e1000 tcp from the initfs probe"

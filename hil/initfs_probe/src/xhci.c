@@ -1,8 +1,9 @@
 /*
  * The xHCI cases (variant redox-xhci): find QEMU's xHCI (qemu-xhci or nec-usb-xhci) on PCI, map BAR0, read its
- * capability registers, halt and reset it, and read every root-hub port's status (connect, speed), counting the
- * devices hil attached. Register layout from the eXtensible Host Controller Interface spec 1.2 (5.3 capability,
- * 5.4 operational registers); every kernel interface in hw.c. Rings and enumeration are not done yet.
+ * capability registers, halt and reset it, read every root-hub port's status (connect, speed), counting the
+ * devices hil attached, then run a No-Op through command and event rings. Register layout from the eXtensible
+ * Host Controller Interface spec 1.2 (5.3 capability, 5.4 operational, 5.5 runtime registers, 6.4 TRBs); every
+ * kernel interface in hw.c. Enumeration (Enable Slot, Address Device, GET_DESCRIPTOR) is not done yet.
  */
 #include "hw.h"
 
@@ -119,4 +120,74 @@ void case_xhci_ports(void)
         if (sc & PORTSC_CCS)
             diag("port %u: connected, %s speed (PORTSC %x)", (u64)n, speed_name(sc >> 10 & 0xf), (u64)sc);
     }
+}
+
+/* ---------------------------------------------------------------- command and event rings */
+
+struct trb {
+    u64 param;
+    u32 status;
+    u32 control; /* bit 0 cycle, bits 10-15 type */
+};
+_Static_assert(sizeof(struct trb) == 16, "a TRB is 16 bytes");
+
+#define TRB_NOOP_CMD 23
+#define TRB_CMD_COMPLETION 33
+#define RING_TRBS 256
+
+static void write64(volatile u32 *base, u32 offset, u64 value)
+{
+    mmio_write32(base, offset, (u32)value);
+    mmio_write32(base, offset + 4, (u32)(value >> 32));
+}
+
+void case_xhci_noop(void)
+{
+    if (!need(x.reset, "xhci_reset"))
+        return;
+    u32 hcs2 = mmio_read32(x.regs, 8);
+    u32 scratch = (hcs2 >> 21 & 0x1f) << 5 | hcs2 >> 27;
+    if (scratch != 0)
+        return skip("the controller wants %u scratchpad buffers; the probe gives none", (u64)scratch);
+    u64 phys;
+    long addr = dma_alloc(4, &phys); /* DCBAA, command ring, event ring, event ring segment table */
+    if (is_err(addr))
+        return fail("xHCI: DMA memory for the rings: %s returned %E", hw_failed_step(), addr);
+    volatile struct trb *cmd = (volatile struct trb *)(addr + 4096), *ev = (volatile struct trb *)(addr + 8192);
+    volatile u64 *erst = (volatile u64 *)(addr + 12288);
+    erst[0] = phys + 8192;
+    erst[1] = RING_TRBS;
+    volatile u32 *rt = x.regs + (mmio_read32(x.regs, 0x18) & ~0x1fu) / 4;
+    volatile u32 *db = x.regs + (mmio_read32(x.regs, 0x14) & ~3u) / 4;
+    mmio_write32(x.op, 0x38, x.hcsparams1 & 0xff); /* CONFIG.MaxSlotsEn */
+    write64(x.op, 0x30, phys);                      /* DCBAAP */
+    write64(x.op, 0x18, (phys + 4096) | 1);         /* CRCR, ring cycle state 1 */
+    mmio_write32(rt, 0x28, 1);                      /* interrupter 0: ERSTSZ */
+    write64(rt, 0x38, phys + 8192);                 /* ERDP */
+    write64(rt, 0x30, phys + 12288);                /* ERSTBA */
+    mmio_write32(x.op, 0, USBCMD_RS);
+    if (!wait_bits(4, USBSTS_HCH, 0, NS_PER_S))
+        return fail("xHCI: USBSTS.HCH still set 1 s after USBCMD.RS");
+    u64 t0 = now_ns();
+    cmd[0].param = 0;
+    cmd[0].status = 0;
+    mmio_barrier();
+    cmd[0].control = TRB_NOOP_CMD << 10 | 1;
+    mmio_barrier();
+    mmio_write32(db, 0, 0);
+    u64 deadline = t0 + NS_PER_S;
+    while (!(ev[0].control & 1) && now_ns() < deadline)
+        r_yield();
+    if (!(ev[0].control & 1))
+        return fail("xHCI: no event 1 s after a No-Op command (USBSTS %x)", (u64)mmio_read32(x.op, 4));
+    u64 took = now_ns() - t0;
+    u32 type = ev[0].control >> 10 & 0x3f, code = ev[0].status >> 24;
+    write64(rt, 0x38, (phys + 8192 + 16) | 8); /* ERDP past the event, EHB cleared */
+    if (type != TRB_CMD_COMPLETION || code != 1 || ev[0].param != phys + 4096)
+        return fail("xHCI: No-Op answered by event type %u, completion code %u, for TRB %x (want 33, 1, %x)",
+                    (u64)type, (u64)code, ev[0].param, phys + 4096);
+    pass();
+    metric_ns_as_us("noop_us", took);
+    diag("command ring phys %x, event ring phys %x (one segment of %u TRBs): No-Op -> Command Completion, code 1",
+         phys + 4096, phys + 8192, (u64)RING_TRBS);
 }
