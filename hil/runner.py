@@ -9,6 +9,7 @@ so hil exits as asked (128 + N).
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -28,6 +29,7 @@ from hil.steps import run_step
 from hil.triage.guest_symbols import warm_symbol_cache
 from hil.triage.hang import TriageOptions
 
+BACKGROUND_STEPS = 8  # host steps running alongside the others at most
 CPU_COUNT_TIMEOUT = 10.0  # seconds (times the run's factor) for the guest shell to say how many CPUs it has
 
 
@@ -168,15 +170,29 @@ def _own_options(scenario: Scenario, options: RunOptions) -> dict[str, object]:
 
 def _run_steps(session: GuestSession, scenario: Scenario, judge: Judge, observer: RunObserver) -> None:
     """Run the steps in order; the run ends at a hung step (no shell resync: on a dead shell it would only
-    add its own timeout). The judge then computes the verdict from what the steps did."""
-    for step in scenario.steps:
-        judge.in_flight = InFlight(step.name, step.kind, time.monotonic())
-        done = run_step(session, _expand(step, session.machine.spec.smp), recover=False)
-        judge.in_flight = None
-        judge.result.steps.append(done)
-        observer.step(done)
-        if done.status == StepStatus.HANG:
-            break
+    add its own timeout). A background step runs alongside the ones after it and takes its place in the
+    report when it ends. The judge then computes the verdict from what the steps did."""
+    background: list[tuple[int, Future[StepResult]]] = []
+    placed: list[tuple[int, StepResult]] = []
+    with ThreadPoolExecutor(max_workers=BACKGROUND_STEPS, thread_name_prefix="hil-step") as pool:
+        for index, step in enumerate(scenario.steps):
+            expanded = _expand(step, session.machine.spec.smp)
+            if step.params.get("background"):
+                background.append((index, pool.submit(run_step, session, expanded, recover=False)))
+                continue
+            judge.in_flight = InFlight(step.name, step.kind, time.monotonic())
+            done = run_step(session, expanded, recover=False)
+            judge.in_flight = None
+            placed.append((index, done))
+            judge.result.steps.append(done)
+            observer.step(done)
+            if done.status == StepStatus.HANG:
+                break
+        for index, future in background:
+            done = future.result()  # each background step is bounded by its own timeout
+            placed.append((index, done))
+            observer.step(done)
+    judge.result.steps[:] = [done for _, done in sorted(placed, key=lambda pair: pair[0])]
     judge.cpus_from_shell = _cpus_from_shell(session, judge.result.steps)
     judge.steps_finished(planned=len(scenario.steps))
 

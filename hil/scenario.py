@@ -76,7 +76,10 @@ STEP_KINDS: dict[str, dict[str, Param]] = {
         "guest_port": Param(int, help="the guest port to reach (send)", check="port"),
         "payload": Param(str, "hil-payload", help="bytes to send"),
         "expect": Param(str, help="what must come back (send; default: the payload, an echo)"),
-        "guest_command": Param(str, help="the guest command that sends (receive; {host_addr} {host_port})"),
+        "guest_command": Param(str, help="the guest command that sends (receive; {host_addr} {host_port}); "
+                               "without it the guest sends by itself to the e1000's listener (listen = [...])"),
+        "background": Param(bool, False, help="run alongside the steps after it (a guest that talks by itself, "
+                            "like the initfs probe); its result comes when it ends"),
     },
 }
 COMMON_STEP_KEYS = {"name": Param(str), "timeout": Param(NUMBER, 30.0, help="seconds", check="seconds")}
@@ -317,11 +320,11 @@ def _check_choices(path: Path, where: str, kind: str, params: dict[str, Any]) ->
     if params["host"] not in HOST_MODES or params["proto"] not in ("tcp", "udp"):
         raise ScenarioError(path, f"{where}.host", f"is {params['host']!r} over {params['proto']!r}",
                             'use host = "send" or "receive" and proto = "tcp" or "udp"')  # fmt: skip
-    needed = "guest_port" if params["host"] == "send" else "guest_command"
-    if params[needed] is None:
-        raise ScenarioError(
-            path, f"{where}.{needed}", "is missing", f"add {needed} = ... for host = {params['host']!r}"
-        )
+    if params["host"] == "send" and params["guest_port"] is None:
+        raise ScenarioError(path, f"{where}.guest_port", "is missing", "add guest_port = ... for host = 'send'")
+    if params["background"] and params["guest_command"] is not None:
+        raise ScenarioError(path, f"{where}.background", "cannot type a guest_command while other steps run",
+                            "drop background, or let the guest send by itself (no guest_command)")  # fmt: skip
 
 
 def _check_references(path: Path, devices: tuple[DeviceEntry, ...], steps: tuple[Step, ...]) -> None:
@@ -337,6 +340,8 @@ def _check_references(path: Path, devices: tuple[DeviceEntry, ...], steps: tuple
                 _check_plug(path, f"steps[{index}].{key}", step.kind, entry, plugged)
         if step.kind == "host" and step["host"] == "send":
             _check_forwarded(path, f"steps[{index}].guest_port", devices, step["proto"], step["guest_port"])
+        if step.kind == "host" and step["host"] == "receive" and step["guest_command"] is None:
+            _check_listener(path, f"steps[{index}].guest_command", devices, step["proto"])
     controllers = {e.device.id for e in devices if e.device.kind == "xhci"}
     for index, entry in enumerate(devices):
         controller = getattr(entry.device, "controller", None)
@@ -379,6 +384,12 @@ def _check_forwarded(path: Path, where: str, devices: tuple[DeviceEntry, ...], p
                             f'add forwards = ["{proto}:{port}"] to an e1000 device')  # fmt: skip
 
 
+def _check_listener(path: Path, where: str, devices: tuple[DeviceEntry, ...], proto: str) -> None:
+    if not any(isinstance(e.device, E1000) and proto in e.device.listeners for e in devices):
+        raise ScenarioError(path, where, f"is missing and no e1000 device has a {proto} host listener",
+                            f'add guest_command = ..., or listen = ["{proto}"] to an e1000 device')  # fmt: skip
+
+
 def _only_keys(path: Path, prefix: str, table: dict[str, Any], allowed: set[str]) -> None:
     for key in table:
         if key not in allowed:
@@ -405,7 +416,7 @@ def _typed(path: Path, table: dict[str, Any], key: str, kind: Any, default: Any,
     if key not in table:
         return default
     value = table[key]
-    if isinstance(value, bool) or not isinstance(value, kind):
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
         wanted = "a number" if kind == NUMBER else WANTED[kind]
         held = HELD.get(type(value), type(value).__name__)
         raise ScenarioError(path, f"{prefix}{key}", f"is {value!r} ({held})", f"give {wanted}")

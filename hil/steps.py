@@ -304,6 +304,10 @@ def _udp_exchange(port: int, payload: bytes, want: int, timeout: float) -> tuple
 
 
 def _host_receive(session: GuestSession, step: Step, timeout: float) -> StepResult:
+    if step["guest_command"] is None:
+        network = session.network
+        assert isinstance(network, E1000)
+        return _host_listen(network, step, timeout)
     proto, payload = step["proto"], step["payload"].encode()
     sock_type = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET, sock_type) as listener:
@@ -329,11 +333,34 @@ def _host_receive(session: GuestSession, step: Step, timeout: float) -> StepResu
                       details=details)  # fmt: skip
 
 
-def _receive(listener: socket.socket, proto: str, want: int, deadline: float) -> bytes:
+def _host_listen(network: E1000, step: Step, timeout: float) -> StepResult:
+    """A guest that sends by itself (the initfs probe) to the e1000's listener: a UDP datagram is answered with
+    what came, so the guest knows it arrived; a TCP connection is accepted and read."""
+    proto, payload = step["proto"], step["payload"].encode()
+    port = network.listener_port(proto)
+    sock_type = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, sock_type) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        if proto == "tcp":
+            listener.listen(4)
+        got = _receive(listener, proto, len(payload), time.monotonic() + timeout, answer=True)
+    details = {"host_port": port, "received": got.decode(errors="replace")}
+    if got == payload:
+        reason = f"guest -> {GUEST_HOST_ADDRESS}:{port} ({proto}) delivered {len(got)} bytes"
+        return StepResult(step.name, step.kind, StepStatus.PASS, reason=reason, details=details)
+    reason = f"nothing reached 127.0.0.1:{port} in {timeout:.0f} s" if not got else f"wrong bytes: {got[:80]!r}"
+    return StepResult(step.name, step.kind, StepStatus.FAIL, reason=reason, details=details)
+
+
+def _receive(listener: socket.socket, proto: str, want: int, deadline: float, answer: bool = False) -> bytes:
     listener.settimeout(max(0.1, deadline - time.monotonic()))
     try:
         if proto == "udp":
-            return listener.recvfrom(65536)[0]
+            data, sender = listener.recvfrom(65536)
+            if answer:
+                listener.sendto(data, sender)
+            return data
         conn, _ = listener.accept()
         with conn:
             return netio.read_exactly(conn, want, deadline)

@@ -4,12 +4,41 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from hil.image.cpio import NewcWriter
+
+REDOX_PACKAGES = os.environ.get("HIL_REDOX_PKGS")
+# Marks of a test that boots the real Redox kernel with hil's initfs probe under QEMU.
+REDOX_KERNEL_MARKS = [
+    pytest.mark.qemu,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not REDOX_PACKAGES,
+        reason="set HIL_REDOX_PKGS to a Redox package folder (kernel.pkgar, bootloader.pkgar, ...)",
+    ),
+    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 is not installed"),
+    pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed"),
+]
+
+
+def host_harness(work: Path, source: str, c_files: Sequence[Path], include: Path) -> list[str]:
+    """Compile a C harness with the host's gcc against some of the probe's sources; its output lines."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    (work / "h.c").write_text(source)
+    exe = work / "h"
+    cmd = ["gcc", "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{include}", "-o", str(exe),
+           str(work / "h.c"), *map(str, c_files)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True)
+    return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.splitlines()
 
 
 def sha256_of(path: Path) -> str:

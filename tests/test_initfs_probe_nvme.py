@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from hil.guest.profiles.redox import RedoxOptions
 from hil.initfs_probe import build, spec
 from hil.initfs_probe.abi import ABIS, DEFAULT_ABI
 from hil.probes.ktap import parse_text
+from tests.helpers import host_harness
 
 SRC = build.SOURCE_DIR
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
@@ -51,15 +51,7 @@ int main(void) {
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
-    work = tmp_path_factory.mktemp("nvme-harness")
-    (work / "h.c").write_text(HARNESS)
-    exe = work / "h"
-    cmd = ["gcc", "-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{SRC}", "-o", str(exe), str(work / "h.c"),
-           str(SRC / "nvme_cmd.c"), str(SRC / "pattern.c")]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True)
-    return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.splitlines()
+    return host_harness(tmp_path_factory.mktemp("nvme-harness"), HARNESS, [SRC / "nvme_cmd.c", SRC / "pattern.c"], SRC)
 
 
 def sqe(opcode: int, cid: int, nsid: int = 0, prp1: int = 0, cdw: tuple[int, ...] = ()) -> str:

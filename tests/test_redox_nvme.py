@@ -7,28 +7,16 @@ controller, and one with another namespace size.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from hil.initfs_probe import spec
 from hil.runner import RunOptions, run_scenario
 from hil.scenario import load_scenario, parse_scenario
+from tests.helpers import REDOX_KERNEL_MARKS, REDOX_PACKAGES
 
-PACKAGES = os.environ.get("HIL_REDOX_PKGS")
-
-pytestmark = [
-    pytest.mark.qemu,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not PACKAGES, reason="set HIL_REDOX_PKGS to a Redox package folder (kernel.pkgar, bootloader.pkgar, ...)"
-    ),
-    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86_64 is not installed"),
-    pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed"),
-]
+PACKAGES = REDOX_PACKAGES
+pytestmark = REDOX_KERNEL_MARKS
 
 SCENARIO = """
 name = "redox-nvme-variant"

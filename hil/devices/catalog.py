@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hil.devices.base import Device
-from hil.devices.net import E1000
+from hil.devices.net import DEFAULT_MAC, E1000
 from hil.devices.storage import Nvme, UsbStorage
 from hil.devices.usb import INPUT_MODELS, XHCI_MODELS, UsbInput, Xhci
 
@@ -15,6 +15,7 @@ COMMON_KEYS = {"kind", "id", "plug"}
 DEVICE_ID = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,31}")  # QEMU ids; also names overlay files and node names
 MAX_DISK_MIB = 4096  # known-content disks are written in full into the cache
 PLUG_MODES = ("boot", "hotplug")
+MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
 
 class DeviceSpecError(ValueError):
@@ -55,7 +56,13 @@ def _e1000(table: dict[str, Any], index: int) -> Device:
         if proto not in ("tcp", "udp") or not port.isdigit() or not 0 < int(port) < 65536:
             raise DeviceSpecError("forwards", f"has {item!r}", 'write guest ports as "tcp:PORT" or "udp:PORT"')
         forwards.append((proto, int(port)))
-    return E1000(table["id"], tuple(forwards))
+    mac = _str(table, "mac", DEFAULT_MAC)
+    if not MAC.fullmatch(mac) or int(mac[:2], 16) & 1:
+        raise DeviceSpecError("mac", f"is {mac!r}", 'give a unicast MAC as six hex pairs, e.g. "52:54:00:12:34:56"')
+    listen = table.get("listen", [])
+    if not isinstance(listen, list) or not all(p in ("tcp", "udp") for p in listen) or len(set(listen)) < len(listen):
+        raise DeviceSpecError("listen", f"is {listen!r}", 'give host listeners as a list, e.g. listen = ["udp", "tcp"]')
+    return E1000(table["id"], tuple(forwards), mac=mac, listen=tuple(listen))
 
 
 BUILDERS: dict[str, tuple[Callable[[dict[str, Any], int], Device], set[str]]] = {
@@ -64,7 +71,7 @@ BUILDERS: dict[str, tuple[Callable[[dict[str, Any], int], Device], set[str]]] = 
     "xhci": (_xhci, {"model"}),
     "usb-kbd": (_usb_input, {"controller"}),
     "usb-tablet": (_usb_input, {"controller"}),
-    "e1000": (_e1000, {"forwards"}),
+    "e1000": (_e1000, {"forwards", "mac", "listen"}),
 }
 assert set(INPUT_MODELS) <= set(BUILDERS)
 

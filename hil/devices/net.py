@@ -9,6 +9,7 @@ from hil.devices.base import Device
 
 GUEST_HOST_ADDRESS = "10.0.2.2"  # how a guest on QEMU's user network reaches the host's loopback
 GUEST_ADDRESS = "10.0.2.15"
+DEFAULT_MAC = "52:54:00:68:69:6c"  # 52:54:00 is QEMU's prefix; 68:69:6c spells "hil"
 
 
 def free_port(kind: str = "tcp") -> int:
@@ -36,11 +37,16 @@ class E1000(Device):
 
     kind = "e1000"
 
-    def __init__(self, id: str = "net0", forwards: tuple[tuple[str, int], ...] = ()) -> None:
+    def __init__(self, id: str = "net0", forwards: tuple[tuple[str, int], ...] = (), mac: str = DEFAULT_MAC,
+                 listen: tuple[str, ...] = ()) -> None:
         super().__init__(id)
+        self.mac = mac
         self.forwards: list[Forward] = []
         for proto, guest_port in forwards:
             self.forward(proto, guest_port)
+        # Host listeners on 127.0.0.1 a guest reaches as 10.0.2.2 without being told a port at run time
+        # (a guest that cannot be given commands, like the initfs probe, is built with them).
+        self.listeners: dict[str, int] = {proto: free_port(proto) for proto in listen}
 
     def forward(self, proto: str, guest_port: int) -> Forward:
         """Add (or return the existing) forward of a guest port; only valid before QEMU starts."""
@@ -55,7 +61,12 @@ class E1000(Device):
 
     def qemu_args(self) -> tuple[str, ...]:
         netdev = ",".join([f"user,id={self.id}-netdev", *(f.hostfwd() for f in self.forwards)])
-        return ("-netdev", netdev, "-device", f"e1000,netdev={self.id}-netdev,id={self.id}")
+        return ("-netdev", netdev, "-device", f"e1000,netdev={self.id}-netdev,id={self.id},mac={self.mac}")
+
+    def listener_port(self, proto: str) -> int:
+        if proto not in self.listeners:
+            raise KeyError(f"{self.describe()} has no {proto} host listener (add listen = [\"{proto}\"])")
+        return self.listeners[proto]
 
     def host_port(self, guest_port: int, proto: str = "tcp") -> int:
         for forward in self.forwards:

@@ -54,6 +54,30 @@ NVME_CASES: tuple[str, ...] = (
     "nvme_cancel",
 )
 
+# The redox-e1000 variant: the probe as a minimal e1000 driver on QEMU's user network (src/e1000.c).
+E1000_CASES: tuple[str, ...] = (
+    "thread_spawn",
+    "io_privilege",
+    "cpu_count",
+    "e1000_pci",
+    "e1000_bar_map",
+    "e1000_reset_mac",
+    "e1000_rings",
+    "e1000_link",
+    "e1000_arp",
+    "e1000_udp_to_host",
+    "e1000_tcp_to_host",
+    "e1000_udp_echo",
+    "e1000_irq_intx",
+    "e1000_counters",
+)
+# The redox-xhci variant (src/xhci.c): controller, capabilities, reset, root-hub ports; no rings yet.
+XHCI_CASES: tuple[str, ...] = ("thread_spawn", "io_privilege", "cpu_count", "xhci_pci", "xhci_caps", "xhci_reset",
+                               "xhci_ports", "xhci_noop")
+# What the probe sends to the host's listeners; the scenario's host steps check these bytes.
+E1000_UDP_PAYLOAD = "hil e1000 udp from the initfs probe"
+E1000_TCP_PAYLOAD = "hil e1000 tcp from the initfs probe"
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -75,6 +99,25 @@ class NvmeTarget:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class E1000Target:
+    """What hil configured for the e1000 the redox-e1000 variant drives: its MAC, the host's listeners on
+    127.0.0.1 (reached as 10.0.2.2), and the guest UDP port the host sends to for an echo."""
+
+    mac: str
+    host_udp_port: int = 0
+    host_tcp_port: int = 0
+    echo_port: int = 7001
+
+
+@dataclass(frozen=True)
+class XhciTarget:
+    """The first xHCI hil attaches and how many USB devices hang on it at boot."""
+
+    model: str
+    devices: int
+
+
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
@@ -82,6 +125,9 @@ VARIANTS: dict[str, Variant] = {
         Variant("sched-stress", 30, 32, "the same cases, with 32 contexts hammering the scheduler for 30 s"),
         Variant("redox-nvme", 2, 8, "a minimal NVMe driver: PCI, BAR, DMA queues, Identify, I/O, IRQs, depths",
                 NVME_CASES),
+        Variant("redox-e1000", 2, 8, "a minimal e1000 driver: PCI, BAR, MAC, rings, ARP, UDP, TCP, INTx",
+                E1000_CASES),
+        Variant("redox-xhci", 2, 8, "xHCI: PCI, capabilities, reset, root-hub port status", XHCI_CASES),
     )
 }
 DEFAULT_VARIANT = "kernel-smoke"

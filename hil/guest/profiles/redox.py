@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from hil.devices.net import E1000
 from hil.devices.storage import Nvme
+from hil.devices.usb import Xhci
 from hil.errors import UsageError
 from hil.guest.console import Console
 from hil.guest.profiles.base import DeviceChecks, GuestCheck, GuestOptions, GuestProfile, must_be_file
@@ -25,7 +27,7 @@ from hil.image.redox.assemble import assemble, read_image_file
 from hil.image.redox.disk_cache import assembled_disk
 from hil.image.redox.repo import check_package_folder
 from hil.initfs_probe.build import build_initfs_probe
-from hil.initfs_probe.spec import NvmeTarget
+from hil.initfs_probe.spec import E1000Target, NvmeTarget, XhciTarget
 from hil.paths import cache_dir
 from hil.qemu.accel import KvmProbe
 from hil.qemu.spec import MachineSpec
@@ -93,13 +95,16 @@ class RedoxOptions:
     initfs: Path | None = None  # a local initfs to put into it
     initfs_probe: str | None = None  # which variant of hil's initfs probe redox-kernel boots by default
     nvme: NvmeTarget | None = None  # the first NVMe controller at boot, for the probe's redox-nvme checks
+    e1000: E1000Target | None = None  # the first e1000 at boot, for the probe's redox-e1000 checks
+    xhci: XhciTarget | None = None  # the first xHCI at boot and its devices, for the probe's redox-xhci checks
 
     @classmethod
     def of(cls, options: GuestOptions) -> RedoxOptions:
         own = options.own
         packages = own.get("packages") or os.environ.get(PACKAGES_ENV) or None
-        nvme = _nvme_target(own.get("devices") or ())
-        return cls(packages, own.get("kernel"), own.get("initfs"), own.get("initfs_probe"), nvme)
+        devices = own.get("devices") or ()
+        return cls(packages, own.get("kernel"), own.get("initfs"), own.get("initfs_probe"), _nvme_target(devices),
+                   _e1000_target(devices), _xhci_target(devices))
 
 
 def _nvme_target(devices: Iterable[object]) -> NvmeTarget | None:
@@ -108,6 +113,25 @@ def _nvme_target(devices: Iterable[object]) -> NvmeTarget | None:
         if isinstance(device, Nvme):
             return NvmeTarget(device.serial, device.size_mib << 20, device.seed)
     return None
+
+
+def _e1000_target(devices: Iterable[object]) -> E1000Target | None:
+    """What the probe's e1000 cases use: the MAC hil gave QEMU, the host listeners, the first UDP forward."""
+    for device in devices:
+        if isinstance(device, E1000):
+            echo = next((f.guest_port for f in device.forwards if f.proto == "udp"), 7001)
+            return E1000Target(device.mac, device.listeners.get("udp", 0), device.listeners.get("tcp", 0), echo)
+    return None
+
+
+def _xhci_target(devices: Iterable[object]) -> XhciTarget | None:
+    """The first xHCI's model and how many USB devices are attached to it at boot."""
+    controllers = [d for d in devices if isinstance(d, Xhci)]
+    if not controllers:
+        return None
+    first = controllers[0]
+    attached = sum(1 for d in devices if getattr(d, "controller", None) == first.id)
+    return XhciTarget(first.model, attached)
 
 
 class IonShell(ShellDialect):
@@ -220,7 +244,8 @@ class RedoxKernelProfile(GuestProfile):
         """The user's initfs, else hil's freestanding probe (built once per variant into the cache)."""
         if redox.initfs is not None:
             return redox.initfs
-        return build_initfs_probe(cache_dir() / "initfs-probe", redox.initfs_probe or "kernel-smoke", nvme=redox.nvme)
+        return build_initfs_probe(cache_dir() / "initfs-probe", redox.initfs_probe or "kernel-smoke", nvme=redox.nvme,
+                                  e1000=redox.e1000, xhci=redox.xhci)
 
 
 class RedoxProfile(RedoxKernelProfile):

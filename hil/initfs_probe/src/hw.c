@@ -1,4 +1,4 @@
-/* Kernel interfaces for the NVMe cases; see hw.h. */
+/* Kernel interfaces for the device cases (NVMe, e1000); see hw.h. */
 #include "hw.h"
 
 static const char *failed_step = "none";
@@ -76,4 +76,113 @@ long dma_alloc(u64 pages, u64 *phys)
             return step("DMA pages not contiguous", -(long)EIO);
     }
     return addr;
+}
+
+/* ---------------------------------------------------------------- PCI */
+
+bool pci_find(u32 class, u32 vendor_device, u32 *found_bdf, u64 *seen)
+{
+    for (u32 bus = 0; bus < 256; bus++)
+        for (u32 dev = 0; dev < 32; dev++)
+            for (u32 fn = 0; fn < 8; fn++) {
+                u32 bdf = pci_bdf(bus, dev, fn);
+                u32 id = pci_read32(bdf, 0);
+                if ((id & 0xffff) == 0xffff) {
+                    if (fn == 0)
+                        break;
+                    continue;
+                }
+                (*seen)++;
+                bool class_ok = class == PCI_ANY || pci_read32(bdf, 8) >> 8 == class;
+                bool id_ok = vendor_device == PCI_ANY || id == vendor_device;
+                if (class_ok && id_ok) {
+                    *found_bdf = bdf;
+                    return true;
+                }
+                if (fn == 0 && !(pci_read32(bdf, 0x0c) >> 16 & 0x80))
+                    break;
+            }
+    return false;
+}
+
+bool pci_enable(u32 bdf, u32 *before, u32 *after)
+{
+    *before = pci_read32(bdf, 4) & 0xffff;
+    pci_write32(bdf, 4, *before | 0x6);
+    *after = pci_read32(bdf, 4) & 0xffff;
+    return (*after & 0x6) == 0x6;
+}
+
+/* Sized with memory decoding off, then restored. */
+bool pci_bar(u32 bdf, u32 index, u64 *phys, u64 *size)
+{
+    u32 reg = 0x10 + 4 * index;
+    u32 lo = pci_read32(bdf, reg), hi = 0;
+    bool is64 = (lo & 6) == 4;
+    if (is64)
+        hi = pci_read32(bdf, reg + 4);
+    u32 cmd = pci_read32(bdf, 4);
+    pci_write32(bdf, 4, cmd & ~2u);
+    pci_write32(bdf, reg, ~0u);
+    u32 mask = pci_read32(bdf, reg) & ~0xfu;
+    pci_write32(bdf, reg, lo);
+    pci_write32(bdf, 4, cmd);
+    *phys = ((u64)hi << 32) | (lo & ~0xfu);
+    *size = (u64)(~mask) + 1;
+    return !(lo & 1) && *phys != 0;
+}
+
+u32 pci_find_cap(u32 bdf, u8 id)
+{
+    if (!(pci_read32(bdf, 4) >> 16 & 0x10))
+        return 0;
+    u32 at = pci_read32(bdf, 0x34) & 0xfc;
+    for (int guard = 0; at && guard < 48; guard++) {
+        u32 head = pci_read32(bdf, at);
+        if ((head & 0xff) == id)
+            return at;
+        at = head >> 8 & 0xfc;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- interrupts */
+
+long irq_open_line(u8 line, const char **path_out)
+{
+    static char path[32] = "/scheme/irq/";
+    u64 n = str_len("/scheme/irq/");
+    if (line >= 10)
+        path[n++] = (char)('0' + line / 10);
+    path[n++] = (char)('0' + line % 10);
+    path[n] = 0;
+    *path_out = path;
+    return r_open(path, O_RDWR | O_CLOEXEC);
+}
+
+long irq_alloc_vector(u64 *irq)
+{
+    static char path[] = "/scheme/irq/cpu-00/NN";
+    long fd = -(long)ENOENT;
+    for (u64 n = 16; n < 100; n++) {
+        path[sizeof(path) - 3] = (char)('0' + n / 10);
+        path[sizeof(path) - 2] = (char)('0' + n % 10);
+        fd = r_open(path, O_RDWR | O_CREAT | O_CLOEXEC);
+        if (!is_err(fd)) {
+            *irq = n;
+            return fd;
+        }
+        if (fd != -(long)EEXIST)
+            return fd;
+    }
+    return fd;
+}
+
+long irq_count(long fd, u64 *count)
+{
+    u64 word = 0;
+    long n = r_read(fd, &word, sizeof(word));
+    if (n == sizeof(word))
+        *count = word;
+    return n;
 }

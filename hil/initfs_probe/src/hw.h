@@ -29,3 +29,18 @@ long phys_map(u64 phys, u64 size);              /* uncached mapping of device me
 long dma_alloc(u64 pages, u64 *phys);           /* zeroed, physically contiguous; phys from the kernel */
 long virt_to_phys(const void *virt, u64 *phys); /* 0 or -errno */
 const char *hw_failed_step(void);
+
+/* ---- PCI: finding a function, sizing a BAR, walking the capability list ---- */
+#define PCI_ANY 0xffffffffu
+/* The first function whose class (config 0x08 >> 8) or vendor:device (config 0x00) matches; PCI_ANY skips a
+ * criterion. Scans buses 0-255 (multi-function devices only past function 0); *seen counts functions. */
+bool pci_find(u32 class, u32 vendor_device, u32 *found_bdf, u64 *seen);
+bool pci_bar(u32 bdf, u32 index, u64 *phys, u64 *size); /* a memory BAR's address and size; false for I/O */
+u32 pci_find_cap(u32 bdf, u8 id);                        /* the capability's config offset, 0 if none */
+bool pci_enable(u32 bdf, u32 *before, u32 *after);       /* memory space + bus master on */
+
+/* ---- interrupts through the irq scheme ---- */
+long irq_open_line(u8 line, const char **path);  /* /scheme/irq/N for a legacy line; the fd */
+long irq_alloc_vector(u64 *irq);                 /* cpu-00/N (N >= 16) reserved with O_CREAT; the fd */
+long irq_count(long fd, u64 *count);             /* 8 bytes and *count when the count moved, else 0 bytes */
+static inline long irq_ack(long fd, u64 count) { return r_write(fd, &count, sizeof(count)); }

@@ -111,49 +111,15 @@ long nvme_io_sync(u8 opcode, u64 block, void *buf, u64 buf_phys)
 
 /* ---------------------------------------------------------------- cases */
 
-static bool need(bool ok, const char *case_name)
-{
-    if (!ok)
-        skip("needs %s, which did not pass", case_name);
-    return ok;
-}
-
-/* Scans every bus, device and function (multi-function devices only past function 0). */
-static bool pci_find(u32 class, u32 *found_bdf, u64 *seen)
-{
-    for (u32 bus = 0; bus < 256; bus++)
-        for (u32 dev = 0; dev < 32; dev++)
-            for (u32 fn = 0; fn < 8; fn++) {
-                u32 bdf = pci_bdf(bus, dev, fn);
-                u32 id = pci_read32(bdf, 0);
-                if ((id & 0xffff) == 0xffff) {
-                    if (fn == 0)
-                        break;
-                    continue;
-                }
-                (*seen)++;
-                if (pci_read32(bdf, 8) >> 8 == class) {
-                    *found_bdf = bdf;
-                    return true;
-                }
-                if (fn == 0 && !(pci_read32(bdf, 0x0c) >> 16 & 0x80))
-                    break;
-            }
-    return false;
-}
-
 void case_nvme_pci(void)
 {
     if (case_status("io_privilege") != ST_PASS)
         return skip("needs io_privilege: PCI config space is reached through ports 0xCF8/0xCFC");
     u64 seen = 0, t0 = now_ns();
-    if (!pci_find(NVME_CLASS, &nv.bdf, &seen))
+    if (!pci_find(NVME_CLASS, PCI_ANY, &nv.bdf, &seen))
         return fail("no NVMe controller on PCI (class 01:08:02) among %u functions on buses 0-255", seen);
-    u32 id = pci_read32(nv.bdf, 0);
-    u32 cmd = pci_read32(nv.bdf, 4) & 0xffff;
-    pci_write32(nv.bdf, 4, cmd | 0x6); /* memory space + bus master */
-    u32 now = pci_read32(nv.bdf, 4) & 0xffff;
-    if ((now & 0x6) != 0x6)
+    u32 id = pci_read32(nv.bdf, 0), cmd, now;
+    if (!pci_enable(nv.bdf, &cmd, &now))
         return fail("command register %x after setting memory space and bus master", (u64)now);
     nv.irq_line = (u8)pci_read32(nv.bdf, 0x3c);
     nv.found = true;
@@ -165,29 +131,11 @@ void case_nvme_pci(void)
          (u64)cmd, (u64)now, (u64)nv.irq_line);
 }
 
-/* BAR0's address and size (sized with decoding off, then restored). */
-static bool bar0(u64 *phys, u64 *size)
-{
-    u32 lo = pci_read32(nv.bdf, 0x10), hi = 0;
-    bool is64 = (lo & 6) == 4;
-    if (is64)
-        hi = pci_read32(nv.bdf, 0x14);
-    u32 cmd = pci_read32(nv.bdf, 4);
-    pci_write32(nv.bdf, 4, cmd & ~2u);
-    pci_write32(nv.bdf, 0x10, ~0u);
-    u32 mask = pci_read32(nv.bdf, 0x10) & ~0xfu;
-    pci_write32(nv.bdf, 0x10, lo);
-    pci_write32(nv.bdf, 4, cmd);
-    *phys = ((u64)hi << 32) | (lo & ~0xfu);
-    *size = (u64)(~mask) + 1;
-    return !(lo & 1) && *phys != 0;
-}
-
 void case_nvme_bar_map(void)
 {
     if (!need(nv.found, "nvme_pci"))
         return;
-    if (!bar0(&nv.bar_phys, &nv.bar_size))
+    if (!pci_bar(nv.bdf, 0, &nv.bar_phys, &nv.bar_size))
         return fail("BAR0 is not an assigned memory BAR (%x)", (u64)pci_read32(nv.bdf, 0x10));
     long addr = phys_map(nv.bar_phys, nv.bar_size);
     if (is_err(addr))
@@ -404,23 +352,13 @@ void case_nvme_write_readback(void)
 
 /* ---------------------------------------------------------------- completions by interrupt */
 
-/* The irq handle's count: a read gives 8 bytes when it moved past the last acknowledged value, else 0 bytes. */
-static long irq_count(long fd, u64 *count)
-{
-    u64 word = 0;
-    long n = r_read(fd, &word, sizeof(word));
-    if (n == sizeof(word))
-        *count = word;
-    return n;
-}
-
 /* IRQ_OPS reads on q; each waits for the irq handle's count to move before it looks at the CQ. */
 static long irq_reads(struct nvme_queue *q, long fd, bool ack, u64 *interrupts, u64 *ops)
 {
     u64 base = 0, count = 0;
     irq_count(fd, &base);
     if (ack)
-        r_write(fd, &base, sizeof(base));
+        irq_ack(fd, base);
     count = base;
     for (u64 i = 0; i < IRQ_OPS; i++) {
         struct nvme_sqe s;
@@ -443,7 +381,7 @@ static long irq_reads(struct nvme_queue *q, long fd, bool ack, u64 *interrupts, 
         if (nvme_status(&c) != 0 || disk_block_check(nv.page, HIL_DISK_SEED) != i)
             return -(long)EIO;
         if (ack)
-            r_write(fd, &count, sizeof(count)); /* unmasks the line (kernel irq scheme kwrite) */
+            irq_ack(fd, count); /* unmasks the line (kernel irq scheme kwrite) */
         (*ops)++;
     }
     *interrupts = count - base;
@@ -474,13 +412,8 @@ void case_nvme_irq_intx(void)
         return;
     if (nv.irq_line == 0 || nv.irq_line >= 16)
         return skip("the firmware assigned no legacy interrupt line (config 0x3c = %u)", (u64)nv.irq_line);
-    static char path[32] = "/scheme/irq/";
-    u64 n = str_len("/scheme/irq/");
-    if (nv.irq_line >= 10)
-        path[n++] = (char)('0' + nv.irq_line / 10);
-    path[n++] = (char)('0' + nv.irq_line % 10);
-    path[n] = 0;
-    long fd = r_open(path, O_RDWR | O_CLOEXEC);
+    const char *path;
+    long fd = irq_open_line(nv.irq_line, &path);
     if (is_err(fd))
         return skip("open %s returned %E", path, fd);
     long r = create_pair(&intx_q, 2, true, 0);
@@ -492,51 +425,18 @@ void case_nvme_irq_intx(void)
         diag("legacy line %u through %s (IOAPIC, masked by the kernel until our acknowledgement)", (u64)nv.irq_line, path);
 }
 
-static u32 find_cap(u8 id)
-{
-    if (!(pci_read32(nv.bdf, 4) >> 16 & 0x10))
-        return 0;
-    u32 at = pci_read32(nv.bdf, 0x34) & 0xfc;
-    for (int guard = 0; at && guard < 48; guard++) {
-        u32 head = pci_read32(nv.bdf, at);
-        if ((head & 0xff) == id)
-            return at;
-        at = head >> 8 & 0xfc;
-    }
-    return 0;
-}
-
-/* An extended IRQ of the BSP (irq scheme cpu-00/N, N >= 16, reserved by O_CREAT); the fd, N in *irq. */
-static long alloc_vector(u64 *irq)
-{
-    static char path[] = "/scheme/irq/cpu-00/NN";
-    long fd = -(long)ENOENT;
-    for (u64 n = 16; n < 100; n++) {
-        path[sizeof(path) - 3] = (char)('0' + n / 10);
-        path[sizeof(path) - 2] = (char)('0' + n % 10);
-        fd = r_open(path, O_RDWR | O_CREAT | O_CLOEXEC);
-        if (!is_err(fd)) {
-            *irq = n;
-            return fd;
-        }
-        if (fd != -(long)EEXIST)
-            return fd;
-    }
-    return fd;
-}
-
 void case_nvme_irq_msix(void)
 {
     if (!need(nv.io_ready, "nvme_io_queue"))
         return;
-    u32 cap = find_cap(0x11);
+    u32 cap = pci_find_cap(nv.bdf, 0x11);
     if (!cap)
         return skip("the controller has no MSI-X capability");
     u32 table = pci_read32(nv.bdf, cap + 4);
     if ((table & 7) != 0)
         return skip("MSI-X table in BAR%u, only BAR0 is mapped", (u64)(table & 7));
     u64 irq = 0;
-    long fd = alloc_vector(&irq);
+    long fd = irq_alloc_vector(&irq);
     if (is_err(fd))
         return skip("no vector: open /scheme/irq/cpu-00/N with O_CREAT returned %E", fd);
     volatile u32 *entry = nv.regs + ((table & ~7u) + 16) / 4; /* entry 1 (entry 0 stays masked: admin) */

@@ -275,6 +275,13 @@ static bool take_result(enum status status)
     return true;
 }
 
+bool need(bool ok, const char *case_name)
+{
+    if (!ok)
+        skip("needs %s, which did not pass", case_name);
+    return ok;
+}
+
 void pass(void)
 {
     if (take_result(ST_PASS))

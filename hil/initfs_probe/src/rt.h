@@ -37,6 +37,7 @@ void pass(void);
 void fail(const char *fmt, ...);
 void skip(const char *fmt, ...);
 void diag(const char *fmt, ...);
+bool need(bool ok, const char *case_name); /* false (and the case skipped) when an earlier case did not pass */
 void metric_u(const char *key, u64 value, const char *unit);
 void metric_ns_as_us(const char *key, u64 ns); /* printed in us with three decimals */
 enum status case_status(const char *name);    /* the result of an earlier case */
