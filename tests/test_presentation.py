@@ -316,7 +316,7 @@ def test_a_damaged_package_is_usage_and_not_retried(nested_packages: Path, short
     assert_fits(done.stdout)
     cells = json.loads((short_dir / "set" / "runset.json").read_text())["cells"]
     assert [len(cell["attempts"]) for cell in cells] == [1, 1], "a damaged package was retried"
-    assert "kernel.pkgar: truncated" in words(done.stdout)
+    assert "kernel.pkgar:truncated" in "".join(done.stdout.split())  # a long path folds mid-word
 
 
 def test_sizes_and_memory_below_the_least_say_the_least() -> None:
