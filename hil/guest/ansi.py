@@ -16,6 +16,7 @@ _SEQUENCE = re.compile(
 )
 _INCOMPLETE_TAIL = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[ -/]*)\Z")
 _CONTROLS = str.maketrans("", "", "\r\x00\x07\x08")  # str.translate deletes them about 5x faster than re.sub
+_RARE_CONTROLS = ("\x00", "\x07", "\x08")
 _MAX_HELD = 256
 
 
@@ -35,11 +36,19 @@ class AnsiStripper:
             text = text[: tail.start()]
         if "\x1b" in text:
             text = _SEQUENCE.sub("", text)
-        return text.translate(_CONTROLS)
+        return _drop_controls(text)
 
     def flush(self) -> str:
         held, self._held = self._held, ""
         return held.translate(_CONTROLS)
+
+
+def _drop_controls(text: str) -> str:
+    """Carriage returns go by str.replace (faster than translate); the rare others only when present."""
+    text = text.replace("\r", "")
+    if any(control in text for control in _RARE_CONTROLS):
+        text = text.translate(_CONTROLS)
+    return text
 
 
 def strip_ansi(text: str) -> str:

@@ -16,18 +16,20 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pexpect
 import pexpect.fdpexpect
 
 from hil.errors import InfraError
 from hil.guest.ansi import AnsiStripper
+from hil.guest.matching import GatedSearcher, LazyBefore, TailExpecter, TextChunks
 from hil.guest.shell import ShellDialect
 from hil.guest.stages import CrashSeen, line_of
 
 TAIL_LINES = 200
-READ_SIZE = 65536
+TAIL_CHARS = 1 << 18  # the tail keeps the reads that make up the last this many characters (>> TAIL_LINES lines)
+READ_SIZE = 1 << 20  # one read takes whatever has arrived, so a fast stream costs few trips through the loop
 LOOKBACK = 8192  # longer than any line-scale pattern: stage lines, markers, crash lines
 CRASH_TAIL_SECONDS = 0.5
 CLOSE_DRAIN_SECONDS = 0.05
@@ -74,13 +76,18 @@ class _RawTee:
         return self._decoder.decode(data, final)
 
 
-class _StrippingSpawn(pexpect.fdpexpect.fdspawn):
-    """fdspawn whose buffer holds text with escape sequences and carriage returns removed."""
+class _StrippingSpawn(LazyBefore, pexpect.fdpexpect.fdspawn):
+    """fdspawn whose buffer holds text with escape sequences and carriage returns removed. Each read is
+    searched once, with `lookback` characters before it; regexes run only where their literals occur."""
 
     def __init__(self, fd: int, on_text: callable, raw_log: BinaryIO | None = None, **kwargs: object) -> None:
         super().__init__(fd, encoding="utf-8", codec_errors="replace", **kwargs)
         self._stripper = AnsiStripper()
         self._on_text = on_text
+        self.lookback = LOOKBACK
+        self.buffer_type = TextChunks
+        self._buffer = TextChunks()
+        self._before = TextChunks()
         if raw_log is not None:
             self._decoder = _RawTee(self._decoder, raw_log)
 
@@ -89,6 +96,16 @@ class _StrippingSpawn(pexpect.fdpexpect.fdspawn):
         plain = self._stripper.feed(text)
         self._on_text(plain)
         return plain
+
+    def expect_list(
+        self, pattern_list: list[Any], timeout: float | None = -1, searchwindowsize: int | None = -1, **kw: Any
+    ) -> int:
+        if timeout == -1:
+            timeout = self.timeout
+        if kw:
+            return super().expect_list(pattern_list, timeout, searchwindowsize, **kw)
+        expecter = TailExpecter(self, GatedSearcher(pattern_list), searchwindowsize, self.lookback)
+        return expecter.expect_loop(timeout)
 
 
 class Console:
@@ -122,8 +139,9 @@ class Console:
         self.on_fault: Callable[[str], bool] = lambda line: True
         self.activity = "the console"
         self._transcript = open(transcript, "a", encoding="utf-8") if transcript else None  # noqa: SIM115
-        self._tail: deque[str] = deque(maxlen=TAIL_LINES)
-        self._partial = ""
+        self._tail: deque[str] = deque()  # recent text as it arrived; split into lines when asked for
+        self._tail_chars = 0
+        self._tail_cut = False  # reads were dropped: the first line in _tail may be the end of a longer one
         self._sock: socket.socket | None = None
         self._spawn: _StrippingSpawn | None = None
         self._raw: BinaryIO | None = None
@@ -281,9 +299,13 @@ class Console:
 
     def recent_lines(self, count: int = 40) -> list[str]:
         """The guest's last lines as a person would read them: hil's command framing taken out."""
-        lines = list(self._tail)
-        if self._partial:
-            lines.append(self._partial)
+        lines = "".join(self._tail).split("\n")
+        partial = lines.pop()[-4096:]
+        if self._tail_cut:
+            lines = lines[1:]
+        lines = lines[-TAIL_LINES:]
+        if partial:
+            lines.append(partial)
         return self.shell.unframe(lines)[-count:]
 
     def _record(self, text: str) -> None:
@@ -292,9 +314,11 @@ class Console:
         self.last_output_at = time.monotonic()
         if self._transcript:
             self._transcript.write(text)
-        pieces = (self._partial + text).split("\n")
-        self._partial = pieces.pop()[-4096:]  # a guest printing without newlines must not grow this
-        self._tail.extend(pieces)
+        self._tail.append(text)
+        self._tail_chars += len(text)
+        while self._tail_chars - len(self._tail[0]) >= TAIL_CHARS:  # the rest still covers TAIL_CHARS
+            self._tail_chars -= len(self._tail.popleft())
+            self._tail_cut = True
 
     def _require_spawn(self) -> _StrippingSpawn:
         if self._spawn is None:
