@@ -56,7 +56,7 @@ int main(void) {
     parsed(f, 10);
     return 0;
 }
-"""
+"""  # fmt: skip
 
 
 @pytest.fixture(scope="module")

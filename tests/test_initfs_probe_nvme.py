@@ -39,7 +39,7 @@ int main(void) {
     block[4095] ^= 1; printf("%llx\n", (unsigned long long)disk_block_check(block, 3));
     return 0;
 }
-"""
+"""  # fmt: skip
 
 
 @pytest.fixture(scope="module")
