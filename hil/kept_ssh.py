@@ -8,6 +8,7 @@ import argparse
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import paramiko
@@ -15,7 +16,7 @@ from rich.console import Console as Terminal
 
 from hil.errors import InfraError, UsageError
 from hil.guest.profiles import SshAccess
-from hil.guest.ssh import GuestSsh, SshResult
+from hil.guest.ssh import CommandNotStarted, GuestSsh, SshResult
 from hil.qemu.kept import load_kept
 
 REMOTE_PREFIX = ":"  # `hil scp file :/tmp/` as with scp's `host:path`, the host being the kept VM
@@ -51,31 +52,69 @@ def connect(record: dict[str, object]) -> GuestSsh:
     try:
         return GuestSsh.connect(port, access, timeout=10)
     except (OSError, paramiko.SSHException) as err:
-        raise InfraError(f"cannot log in to the kept VM on port {port}: {err}") from None
+        raise InfraError(f"cannot log in to {_vm(record)} on port {port}: {err}") from None
 
 
 def command_words(words: list[str]) -> list[str]:
     return words[1:] if words[:1] == ["--"] else words
 
 
+# `hil exec` asks again, on a new connection, while the command surely has not started (the login failed, or
+# the guest's dropbear refused or closed the session before taking the command, as it does now and then right
+# after the previous session), never once it may have run: that would run it twice.
+EXEC_RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds before the 2nd, 3rd and 4th try
+EXEC_RETRY_SECONDS = 20.0  # no new try once this long has passed since the first began
+LOGIN_ATTEMPT_SECONDS = 10.0
+
+
+class LoginFailed(Exception):
+    """The connection or login to the guest's sshd failed: nothing was asked of the guest yet."""
+
+
+def retry_delay(failure: BaseException, tries: int, elapsed: float) -> float | None:
+    """Seconds to wait before trying again after `tries` failed tries, the last with `failure`, `elapsed`
+    seconds after the first began; None: give up (the command may have run, or tries or time are used up)."""
+    if not isinstance(failure, (LoginFailed, CommandNotStarted)) or tries > len(EXEC_RETRY_DELAYS):
+        return None
+    delay = EXEC_RETRY_DELAYS[tries - 1]
+    return delay if elapsed + delay < EXEC_RETRY_SECONDS else None
+
+
 def run_once(record: dict[str, object], command: str, timeout: float) -> SshResult:
-    """The command's result over SSH. A session the guest's sshd refuses right after a login (dropbear
-    still finishing the previous one) is asked for once more, on a new connection."""
-    try:
+    """The command's result over SSH, the command run at most once (see EXEC_RETRY_DELAYS)."""
+    port, access = ssh_login(record)
+    started, tries = time.monotonic(), 0
+    while True:
+        tries += 1
         try:
-            return _run(record, command, timeout)
-        except paramiko.ChannelException:
-            return _run(record, command, timeout)
-    except (OSError, paramiko.SSHException) as err:
-        raise InfraError(f"running {command!r} in the kept VM over SSH failed: {err}") from None
+            return _run(port, access, command, timeout)
+        except (LoginFailed, CommandNotStarted) as failure:
+            delay = retry_delay(failure, tries, time.monotonic() - started)
+            if delay is None:
+                what = "logging in" if isinstance(failure, LoginFailed) else "starting the command"
+                raise InfraError(f"running {command!r} in {_vm(record)} failed: {what} over SSH (port {port}) "
+                                 f"failed {tries} times, the last with: {failure}. "
+                                 f"The command did not run") from None  # fmt: skip
+            time.sleep(delay)
+        except (OSError, EOFError, paramiko.SSHException) as err:
+            why = str(err) or type(err).__name__
+            raise InfraError(f"running {command!r} in {_vm(record)} over SSH failed after it may have started "
+                             f"(not run again, so as not to run it twice): {why}") from None  # fmt: skip
 
 
-def _run(record: dict[str, object], command: str, timeout: float) -> SshResult:
-    ssh = connect(record)
+def _run(port: int, access: SshAccess, command: str, timeout: float) -> SshResult:
+    try:
+        ssh = GuestSsh.connect(port, access, timeout=0, attempt_timeout=LOGIN_ATTEMPT_SECONDS)  # one attempt
+    except (OSError, EOFError, paramiko.SSHException) as err:
+        raise LoginFailed(str(err) or type(err).__name__) from err
     try:
         return ssh.run(command, timeout=timeout)
     finally:
         ssh.close()
+
+
+def _vm(record: dict[str, object]) -> str:
+    return f"the kept VM of {record['run_dir']} ({record.get('guest', 'guest')})"
 
 
 def exec_command(args: argparse.Namespace, terminal: Terminal) -> int:
@@ -99,14 +138,15 @@ def scp_command(args: argparse.Namespace, terminal: Terminal) -> int:
     if source.startswith(REMOTE_PREFIX) == target.startswith(REMOTE_PREFIX):
         raise UsageError(f"scp {source} {target}: exactly one side is in the guest. "
                          f"Fix: prefix the guest's path with ':' (hil scp file.txt :/tmp/)")  # fmt: skip
-    ssh = connect(load_kept(args.run_dir))
+    record = load_kept(args.run_dir)
+    ssh = connect(record)
     try:
         if target.startswith(REMOTE_PREFIX):
             _put(ssh, Path(source), target[1:] or ".")
         else:
             _get(ssh, source[1:], Path(target))
     except paramiko.SSHException as err:
-        raise InfraError(f"copying over SSH failed: {err}") from None
+        raise InfraError(f"copying over SSH with {_vm(record)} failed: {err}") from None
     finally:
         ssh.close()
     return 0

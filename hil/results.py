@@ -168,7 +168,8 @@ class RunResult:
     started_wall: float = field(default_factory=time.time)
     duration: float = 0.0
     kept: dict[str, Any] | None = None
-    # A user mistake seen only once the run was under way (a damaged package): infra, yet exit 2, not retried.
+    # A user mistake seen only once the run was under way (a package file whose data fails its blake3 as the
+    # image is written; a truncated or badly signed one is refused before the run): infra, yet exit 2, not retried.
     usage_error: bool = False
     faults: list[FaultEvent] = field(default_factory=list)
 

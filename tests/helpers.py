@@ -29,6 +29,18 @@ REDOX_KERNEL_MARKS = [
 ]
 
 
+# What every host harness of the probe's C shares: printf, and dump(), which prints bytes as one line of hex.
+HARNESS_PREAMBLE = r"""
+#include <stdio.h>
+static void dump(const void *p, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        printf("%02x", ((const unsigned char *)p)[i]);
+    printf("\n");
+}
+"""
+
+
 def host_harness(work: Path, source: str, c_files: Sequence[Path], include: Path) -> list[str]:
     """Compile a C harness with the host's gcc against some of the probe's sources; its output lines."""
     if shutil.which("gcc") is None:

@@ -20,21 +20,14 @@ from hil.guest.profiles.redox import RedoxOptions
 from hil.initfs_probe import build, spec
 from hil.initfs_probe.abi import ABIS, DEFAULT_ABI
 from hil.scenario import ScenarioError, load_scenario, parse_scenario
-from tests.helpers import host_harness
+from tests.helpers import HARNESS_PREAMBLE, host_harness
 
 SRC = build.SOURCE_DIR
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
 
-HARNESS = r"""
+HARNESS = HARNESS_PREAMBLE + r"""
 #include <stddef.h>
-#include <stdio.h>
 #include "e1000_pkt.h"
-static void dump(const void *p, unsigned n)
-{
-    for (unsigned i = 0; i < n; i++)
-        printf("%02x", ((const unsigned char *)p)[i]);
-    printf("\n");
-}
 static void parsed(const uint8_t *f, uint32_t n)
 {
     struct parsed p;
@@ -63,7 +56,7 @@ int main(void) {
     parsed(f, 10);
     return 0;
 }
-"""
+"""  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -16,22 +16,15 @@ from hil.guest.profiles.redox import RedoxOptions
 from hil.initfs_probe import build, spec
 from hil.initfs_probe.abi import ABIS, DEFAULT_ABI
 from hil.probes.ktap import parse_text
-from tests.helpers import host_harness
+from tests.helpers import HARNESS_PREAMBLE, host_harness
 
 SRC = build.SOURCE_DIR
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
 
 # One command per line as hex: the harness calls the probe's own builders (src/nvme_cmd.c) and prints the bytes.
-HARNESS = r"""
-#include <stdio.h>
+HARNESS = HARNESS_PREAMBLE + r"""
 #include "nvme_cmd.h"
 #include "pattern.h"
-static void dump(const void *p, unsigned n)
-{
-    for (unsigned i = 0; i < n; i++)
-        printf("%02x", ((const unsigned char *)p)[i]);
-    printf("\n");
-}
 int main(void) {
     struct nvme_sqe s;
     nvme_identify(&s, 7, 1, NVME_CNS_CONTROLLER, 0x12345000ULL); dump(&s, sizeof s);
@@ -46,7 +39,7 @@ int main(void) {
     block[4095] ^= 1; printf("%llx\n", (unsigned long long)disk_block_check(block, 3));
     return 0;
 }
-"""
+"""  # fmt: skip
 
 
 @pytest.fixture(scope="module")

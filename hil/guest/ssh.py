@@ -19,6 +19,13 @@ from hil.guest.profiles.base import SshAccess
 SSH_CONNECT_SECONDS = 30.0
 
 
+class CommandNotStarted(paramiko.SSHException):
+    """The guest's sshd never took the command: no session could be opened, or the server itself closed or
+    refused the session, over a connection still up, before acknowledging the exec request. An sshd acknowledges
+    exec only once the command has started (dropbear and OpenSSH alike), and that reply comes before anything
+    else it sends on the session, so asking again on a new session cannot run the command twice."""
+
+
 @dataclass(frozen=True)
 class SshResult:
     status: int
@@ -69,14 +76,33 @@ class GuestSsh:
                 time.sleep(0.5)
 
     def run(self, command: str, timeout: float = 60.0, stdin: bytes | None = None) -> SshResult:
-        channel = self.client.get_transport().open_session(timeout=timeout)
-        channel.settimeout(timeout)
-        channel.exec_command(command)
+        """The command's status and output. CommandNotStarted when it surely did not start (see there); any
+        other SSHException or OSError once it may have."""
+        channel = self._start(command, timeout)
         if stdin is not None:
             channel.sendall(stdin)
         channel.shutdown_write()
         stdout, stderr = _drain(channel)
         return SshResult(channel.recv_exit_status(), stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+
+    def _start(self, command: str, timeout: float) -> paramiko.Channel:
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise CommandNotStarted("the SSH connection is already closed")
+        try:
+            channel = transport.open_session(timeout=timeout)
+        except (paramiko.SSHException, EOFError, OSError) as err:  # a session alone runs nothing
+            raise CommandNotStarted(f"opening an SSH session failed: {err or type(err).__name__}") from err
+        channel.settimeout(timeout)
+        try:
+            channel.exec_command(command)
+        except paramiko.SSHException as err:
+            # Not acknowledged. Only a refusal by the server over a live connection proves the command did not
+            # start; a connection that died meanwhile may have lost the acknowledgement in flight.
+            if channel.closed and transport.is_active():
+                raise CommandNotStarted(f"the guest's sshd closed the session before starting it: {err}") from err
+            raise
+        return channel
 
     def put(self, data: bytes | Path, remote: str, mode: int = 0o644) -> None:
         payload = data.read_bytes() if isinstance(data, Path) else data

@@ -23,9 +23,9 @@ from hil.guest.console import Console
 from hil.guest.profiles.base import DeviceChecks, GuestCheck, GuestOptions, GuestProfile, must_be_file
 from hil.guest.shell import ShellDialect, WrappedCommand, markers
 from hil.guest.stages import Stage
-from hil.image.redox.assemble import assemble, read_image_file
+from hil.image.redox.assemble import assemble, default_packages, read_image_file
 from hil.image.redox.disk_cache import assembled_disk
-from hil.image.redox.repo import check_package_folder
+from hil.image.redox.repo import check_packages
 from hil.initfs_probe.build import build_initfs_probe
 from hil.initfs_probe.spec import E1000Target, NvmeTarget, XhciTarget
 from hil.paths import cache_dir
@@ -182,7 +182,11 @@ class RedoxKernelProfile(GuestProfile):
         if not redox.packages:
             raise UsageError(f"guest {self.name} needs a disk. Fix: give --image IMG, or --packages DIR|URL "
                              f"(or set {PACKAGES_ENV}) to assemble one")  # fmt: skip
-        check_package_folder(redox.packages)
+        check_packages(redox.packages, self.packages_needed(redox))
+
+    def packages_needed(self, redox: RedoxOptions) -> list[str]:
+        """What the run's disk is assembled from: hil's probe (or the user's initfs) stands in for base-initfs."""
+        return [name for name in default_packages(redox.kernel, redox.initfs) if name != "base-initfs"]
 
     def machine_spec(self, options: GuestOptions) -> MachineSpec:
         image = self._image(options)
@@ -280,6 +284,9 @@ class RedoxProfile(RedoxKernelProfile):
 
     def default_initfs(self, redox: RedoxOptions) -> Path | None:
         return redox.initfs  # the packages' base-initfs unless the user gives one
+
+    def packages_needed(self, redox: RedoxOptions) -> list[str]:
+        return default_packages(redox.kernel, redox.initfs)
 
     def after_restore(self, console: Console, timeout: float) -> None:
         console.resync(timeout)

@@ -10,6 +10,7 @@ metadata has one, so a package seen once is not fetched again; HIL_OFFLINE=1 for
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -250,6 +251,31 @@ def _parse_toml(text: str, where: str) -> dict:
 
 def _offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
+
+
+def check_packages(packages: str, names: Iterable[str]) -> None:
+    """Before a run makes anything: the local packages `names` and what they depend on are there and each opens
+    as a sound pkgar (size, header, signature, entry table, every entry's data inside the file), else a
+    UsageError naming the file, what is wrong and the fix. A URL's packages are checked as they download (a bad
+    download is infra); a file's own data is checked against its blake3 only as the image is written."""
+    if packages.startswith(("http://", "https://")):
+        return
+    check_package_folder(packages)
+    repo = PackageRepo(packages)
+    for name in repo.resolve(names):
+        path = repo.cache / f"{name}.pkgar"
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise UsageError(f"{path}: no such package file ({name}.toml is there, its .pkgar is not). "
+                             f"Fix: build or copy the package into {packages}") from None  # fmt: skip
+        _check_package_once(packages, name, str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _check_package_once(packages: str, name: str, path: str, size: int, mtime_ns: int) -> None:
+    """One check per file as it is (a run checks its options more than once); a failure is not cached."""
+    PackageRepo(packages).package(name)
 
 
 def check_package_folder(packages: str) -> None:

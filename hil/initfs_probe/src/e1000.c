@@ -60,14 +60,10 @@ static void say_mac(const char *what, const u8 *m)
 
 void case_e1000_pci(void)
 {
-    if (case_status("io_privilege") != ST_PASS)
-        return skip("needs io_privilege: PCI config space is reached through ports 0xCF8/0xCFC");
-    u64 seen = 0;
-    if (!pci_find(PCI_ANY, E1000_VENDOR_DEVICE, &e.bdf, &seen))
-        return fail("no e1000 (8086:100e) on PCI among %u functions on buses 0-255", seen);
+    u64 seen;
     u32 before, after;
-    if (!pci_enable(e.bdf, &before, &after))
-        return fail("e1000: command register %x after setting memory space and bus master", (u64)after);
+    if (!pci_case_enable("e1000", "8086:100e", PCI_ANY, E1000_VENDOR_DEVICE, &e.bdf, &seen, &before, &after))
+        return;
     e.irq_line = (u8)pci_read32(e.bdf, 0x3c);
     e.found = true;
     pass();

@@ -113,6 +113,25 @@ bool pci_enable(u32 bdf, u32 *before, u32 *after)
     return (*after & 0x6) == 0x6;
 }
 
+bool pci_case_enable(const char *what, const char *id, u32 class, u32 vendor_device, u32 *bdf, u64 *seen,
+                     u32 *before, u32 *after)
+{
+    if (case_status("io_privilege") != ST_PASS) {
+        skip("needs io_privilege: PCI config space is reached through ports 0xCF8/0xCFC");
+        return false;
+    }
+    *seen = 0;
+    if (!pci_find(class, vendor_device, bdf, seen)) {
+        fail("no %s on PCI (%s) among %u functions on buses 0-255", what, id, *seen);
+        return false;
+    }
+    if (!pci_enable(*bdf, before, after)) {
+        fail("%s: command register %x after setting memory space and bus master", what, (u64)*after);
+        return false;
+    }
+    return true;
+}
+
 /* Sized with memory decoding off, then restored. */
 bool pci_bar(u32 bdf, u32 index, u64 *phys, u64 *size)
 {

@@ -38,6 +38,11 @@ bool pci_find(u32 class, u32 vendor_device, u32 *found_bdf, u64 *seen);
 bool pci_bar(u32 bdf, u32 index, u64 *phys, u64 *size); /* a memory BAR's address and size; false for I/O */
 u32 pci_find_cap(u32 bdf, u8 id);                        /* the capability's config offset, 0 if none */
 bool pci_enable(u32 bdf, u32 *before, u32 *after);       /* memory space + bus master on */
+/* A device's PCI case up to its own checks: io_privilege passed, the function found (class, vendor_device as
+ * pci_find) and enabled (pci_enable). False with the case skipped or failed, the messages naming the device as
+ * `what` and `id` ("no e1000 on PCI (8086:100e) among N functions ..."). */
+bool pci_case_enable(const char *what, const char *id, u32 class, u32 vendor_device, u32 *bdf, u64 *seen,
+                     u32 *before, u32 *after);
 
 /* ---- interrupts through the irq scheme ---- */
 long irq_open_line(u8 line, const char **path);  /* /scheme/irq/N for a legacy line; the fd */

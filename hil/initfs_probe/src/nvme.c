@@ -113,14 +113,11 @@ long nvme_io_sync(u8 opcode, u64 block, void *buf, u64 buf_phys)
 
 void case_nvme_pci(void)
 {
-    if (case_status("io_privilege") != ST_PASS)
-        return skip("needs io_privilege: PCI config space is reached through ports 0xCF8/0xCFC");
-    u64 seen = 0, t0 = now_ns();
-    if (!pci_find(NVME_CLASS, PCI_ANY, &nv.bdf, &seen))
-        return fail("no NVMe controller on PCI (class 01:08:02) among %u functions on buses 0-255", seen);
-    u32 id = pci_read32(nv.bdf, 0), cmd, now;
-    if (!pci_enable(nv.bdf, &cmd, &now))
-        return fail("command register %x after setting memory space and bus master", (u64)now);
+    u64 seen, t0 = now_ns();
+    u32 cmd, now;
+    if (!pci_case_enable("NVMe controller", "class 01:08:02", NVME_CLASS, PCI_ANY, &nv.bdf, &seen, &cmd, &now))
+        return;
+    u32 id = pci_read32(nv.bdf, 0);
     nv.irq_line = (u8)pci_read32(nv.bdf, 0x3c);
     nv.found = true;
     pass();
