@@ -39,6 +39,7 @@ SHELL_BUDGET = 30.0
 FAULT_LINES = 200  # how far back a fault report is read (an exception dump is about 40 lines)
 FAULT_EXCERPT = 40
 SSH_GUEST_PORT = 22
+GUEST_WAIT_SECONDS = 5.0  # how long a guest waits by itself for a device just plugged, before hil polls
 CHECK_INTERVAL = 0.1  # hot-added devices show up within a second; poll often
 
 
@@ -76,6 +77,7 @@ class GuestSession:
         self.accel = accel
         self.use_snapshot = snapshot
         self.snapshot_info: dict[str, object] = {}
+        self._restore_evidence = ""  # what the guest printed in the restore's resync (its waits for devices)
         self.options = replace(options, work_dir=private_dir(run_dir))
         self.factor = factor
         self.on_mark = on_mark
@@ -129,7 +131,9 @@ class GuestSession:
                     self._save()
         if snapshot is not None:
             self.timeline = self._restore(snapshot)
-        self._plug_deferred()
+        else:
+            self._plug_deferred()
+        self._check_deferred()
         return self.timeline
 
     def _cold_boot(self) -> Timeline:
@@ -155,9 +159,13 @@ class GuestSession:
         self.machine.restore_from = snapshot
         self.machine.launch()
         self.console.connect()
+        self.machine.wait_restored()
+        self._plug_deferred()  # while paused: the guest handles the hot-add during the resync below
         self.machine.resume()
         self.console.activity = "snapshot restore"
-        self.profile.after_restore(self.console, SHELL_BUDGET * self.factor)
+        self._restore_evidence = self.profile.after_restore(
+            self.console, SHELL_BUDGET * self.factor, then=self._deferred_waits()
+        )
         seconds = round(time.monotonic() - started, 3)
         self.snapshot_info = {"key": snapshot.key, "restored": True, "restore_seconds": seconds}
         return _restored_timeline(snapshot, started)
@@ -173,17 +181,35 @@ class GuestSession:
             self.snapshot_info = {"key": saved.key, "restored": False, "saved_seconds": saved.meta["save_seconds"]}
         self.machine.qmp.execute("cont")
 
+    def _deferred_devices(self) -> list[Device]:
+        return [p.device for p in self.devices if p.at_boot and not p.device.migratable]
+
     def _plug_deferred(self) -> None:
-        """Devices a snapshot cannot hold (NVMe) join now, and the guest must see them before tests start."""
-        for planned in self.devices:
-            if planned.at_boot and not planned.device.migratable:
-                planned.device.hotplug(self.machine.qmp)
-                seen = self.check_device(planned.device.id)
-                if not seen.ok:
-                    raise DeviceNotSeen(
-                        f"the guest does not show {planned.device.describe()} hot-added after the snapshot "
-                        f"({seen.description})"
-                    )
+        """Devices a snapshot cannot hold (NVMe) join over QMP."""
+        for device in self._deferred_devices():
+            device.hotplug(self.machine.qmp)
+
+    def _deferred_waits(self) -> str | None:
+        """The guest's own waits for the devices plugged during a restore, as one command (None: nothing to
+        wait for), to run in the restore's resync round trip."""
+        checks = [self.profile.device_check(device) for device in self._deferred_devices()]
+        commands = [check.waiting_command(GUEST_WAIT_SECONDS) for check in checks if check and check.command]
+        return "; ".join(command for command in commands if command) or None
+
+    def _check_deferred(self) -> None:
+        """The guest must show the hot-added devices before tests start (it waits for them itself). What it
+        printed in the restore's resync counts; a device not seen there is polled for."""
+        if not self.use_snapshot:
+            return
+        for device in self._deferred_devices():
+            check = self.profile.device_check(device)
+            if check and check.output_pattern and re.search(check.output_pattern, self._restore_evidence):
+                continue
+            seen = self.check_device(device.id, wait_in_guest=True)
+            if not seen.ok:
+                raise DeviceNotSeen(
+                    f"the guest does not show {device.describe()} hot-added after the snapshot ({seen.description})"
+                )
 
     def run(self, command: str, timeout: float = 30.0) -> CommandResult:
         """`command` in the guest's shell on the serial console: its status and output (CommandResult)."""
@@ -212,17 +238,20 @@ class GuestSession:
         """Unplug a device over QMP and wait until QEMU says it is gone."""
         self.device(device_id).unplug(self.machine.qmp, timeout * self.factor)
 
-    def check_device(self, device_id: str, timeout: float = 30.0) -> DeviceSeen:
-        """Poll the guest until it shows the device as its profile expects, or the time is up."""
+    def check_device(self, device_id: str, timeout: float = 30.0, wait_in_guest: bool = False) -> DeviceSeen:
+        """Poll the guest until it shows the device as its profile expects, or the time is up. With
+        `wait_in_guest` (a device just plugged), the guest first waits for it itself where its profile
+        knows how, which answers as soon as it appears instead of at the next poll."""
         device = self.device(device_id)
         check = self.profile.device_check(device)
         if check is None or check.command is None:
             return DeviceSeen(False, device.describe(), f"no shell check known for guest {self.profile.name}")
         deadline = time.monotonic() + timeout * self.factor
+        command = check.waiting_command(GUEST_WAIT_SECONDS) if wait_in_guest else check.command
         evidence = ""
         while True:
             try:
-                result = self.console.run(check.command, max(5.0, deadline - time.monotonic()))
+                result = self.console.run(command, max(5.0 + GUEST_WAIT_SECONDS, deadline - time.monotonic()))
                 evidence = result.output
             except CommandTimeout as err:
                 evidence = err.output

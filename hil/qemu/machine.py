@@ -33,6 +33,7 @@ class Machine:
     def __init__(self, spec: MachineSpec, run_dir: Path, *, keep: bool = False) -> None:
         self.spec = spec
         self.restore_from: Snapshot | None = None
+        self._restored = False
         self.run_dir = private_dir(run_dir)
         self.socket_dir = new_socket_dir()
         self.paths = RunPaths(
@@ -63,6 +64,7 @@ class Machine:
     def launch(self) -> None:
         """Start QEMU paused and connect QMP; call `resume()` once the console is attached."""
         self._prepare_files()
+        self._restored = False
         self.argv = self.spec.argv(self.paths)
         if self.restore_from is not None:
             self.argv += self.restore_from.incoming_args()
@@ -81,9 +83,15 @@ class Machine:
             process.wait_until(lambda: False, timeout=2)
             raise
 
-    def resume(self) -> None:
-        if self.restore_from is not None:
+    def wait_restored(self) -> None:
+        """After launch with `restore_from`: the state is loaded, the VM still paused (QMP commands that
+        change the machine, like device_add, are refused until then)."""
+        if self.restore_from is not None and not self._restored:
             wait_incoming(self.qmp)
+            self._restored = True
+
+    def resume(self) -> None:
+        self.wait_restored()
         self.qmp.execute("cont")
 
     def _initrd_path(self) -> Path | None:

@@ -57,6 +57,16 @@ class GuestCheck:
     command: str | None = None
     output_pattern: str | None = None
     console_patterns: tuple[str, ...] = ()
+    # A shell condition true once the device shows: after a hot-add the guest waits for it by itself.
+    appears: str | None = None
+
+    def waiting_command(self, seconds: float) -> str | None:
+        """`command`, after the guest has waited up to `seconds` for `appears` (POSIX sh, 10 ms steps)."""
+        if self.appears is None or self.command is None:
+            return self.command
+        steps = max(1, round(seconds * 100))
+        wait = f"i=0; until {self.appears}; do i=$((i+1)); [ $i -ge {steps} ] && break; sleep 0.01; done"
+        return f"{wait}; {self.command}"
 
 
 # A device kind -> what the guest shows when such a device works (each profile has its own table).
@@ -123,9 +133,11 @@ class GuestProfile(ABC):
         """After the last stage: make the console a shell ready for `run` (login, terminal settings)."""
         console.resync(timeout)
 
-    def after_restore(self, console: Console, timeout: float) -> None:
-        """After a snapshot restore: a shell in a known state (and, where the guest allows, the right time)."""
+    def after_restore(self, console: Console, timeout: float, then: str | None = None) -> str:
+        """After a snapshot restore: a shell in a known state (and, where the guest allows, the right time).
+        `then`, a command, runs in the same round trip where the guest allows; its output is returned."""
         console.resync(timeout)
+        return console.run(then, timeout).output if then else ""
 
     def cpus_online(self, console: Console, timeout: float) -> int | None:
         """How many CPUs the running guest brought up, asked over its shell; None when it cannot say.

@@ -232,8 +232,9 @@ class RedoxKernelProfile(GuestProfile):
     def prepare_shell(self, console: Console, timeout: float) -> None:
         """Nothing to prepare: after the hand-off the initfs runs on its own, without a shell."""
 
-    def after_restore(self, console: Console, timeout: float) -> None:
-        """No shell to resynchronise."""
+    def after_restore(self, console: Console, timeout: float, then: str | None = None) -> str:
+        """No shell to resynchronise (nor to run `then` in)."""
+        return ""
 
     def _image(self, options: GuestOptions) -> Path:
         """The given disk, else one assembled for the run (check_options has vouched for the inputs)."""
@@ -288,8 +289,9 @@ class RedoxProfile(RedoxKernelProfile):
     def packages_needed(self, redox: RedoxOptions) -> list[str]:
         return default_packages(redox.kernel, redox.initfs)
 
-    def after_restore(self, console: Console, timeout: float) -> None:
+    def after_restore(self, console: Console, timeout: float, then: str | None = None) -> str:
         console.resync(timeout)
+        return console.run(then, timeout).output if then else ""
 
 
 def _assemble_for_run(redox: RedoxOptions, work_dir: Path | None, size_mib: int, initfs: Path | None) -> Path:
