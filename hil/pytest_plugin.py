@@ -34,14 +34,13 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from hil.boot import Booter, BootRequest, end_session
 from hil.devices.catalog import DeviceSpecError, device_from_table
 from hil.guest.profiles import DEFAULT_GUEST, GuestOptions
-from hil.guest.ssh import GuestSsh
 from hil.judge import STOPS, Judge
 from hil.paths import new_run_dir, state_dir
 from hil.qemu.qmp import QmpSession
@@ -52,6 +51,9 @@ from hil.runner import RunOptions, run_scenario
 from hil.scenario import builtin_dir, load_scenario
 from hil.session import GuestSession, PlannedDevice
 from hil.triage.watchdog import WatchedConsole
+
+if TYPE_CHECKING:
+    from hil.guest.ssh import GuestSsh
 
 TOML_SCENARIO_KEYS = {"steps", "guest", "devices"}
 MARKERS = {

@@ -11,13 +11,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hil.devices.base import Device
 from hil.devices.net import E1000
 from hil.errors import UsageError
 from hil.guest.console import CommandResult, CommandTimeout, Console
 from hil.guest.profiles import GuestOptions, GuestProfile
-from hil.guest.ssh import SSH_CONNECT_SECONDS, GuestSsh
 from hil.guest.stages import StageMark, Timeline, walk_stages
 from hil.paths import private_dir
 from hil.qemu.accel import AccelChoice
@@ -34,6 +34,9 @@ from hil.results import FaultEvent
 from hil.triage.crash import stable_text
 from hil.triage.parsers import parse_fault
 from hil.triage.watchdog import ProgressWatch, WatchedConsole
+
+if TYPE_CHECKING:
+    from hil.guest.ssh import GuestSsh
 
 SHELL_BUDGET = 30.0
 FAULT_LINES = 200  # how far back a fault report is read (an exception dump is about 40 lines)
@@ -215,12 +218,14 @@ class GuestSession:
         """`command` in the guest's shell on the serial console: its status and output (CommandResult)."""
         return self.console.run(command, timeout * self.factor)
 
-    def ssh(self, timeout: float = SSH_CONNECT_SECONDS) -> GuestSsh:
+    def ssh(self, timeout: float | None = None) -> GuestSsh:
         """An SSH connection into the guest; UsageError for a guest without an SSH server."""
         access = self.profile.ssh_access(self.options)
         if access is None:
             raise UsageError(f"guest {self.profile.name} has no SSH server")
-        return GuestSsh.connect(self.ssh_port, access, timeout * self.factor)
+        from hil.guest.ssh import SSH_CONNECT_SECONDS, GuestSsh  # paramiko costs 50 ms of every hil start
+
+        return GuestSsh.connect(self.ssh_port, access, (timeout or SSH_CONNECT_SECONDS) * self.factor)
 
     # --- devices ----------------------------------------------------------------------------------------
 

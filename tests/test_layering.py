@@ -17,6 +17,8 @@ HIL = Path(__file__).resolve().parent.parent / "hil"
 # A function-level import is allowed only for a stated reason: (module, imported module) -> why.
 LAZY_IMPORTS = {
     ("hil.reports", "hil.reports.html"): "matplotlib and jinja2 load only when an HTML page is wanted",
+    ("hil.session", "hil.guest.ssh"): "paramiko (50 ms) loads only when a test asks for SSH",
+    ("hil.triage.guest_symbols", "hil.guest.ssh"): "paramiko loads only when symbols are fetched over SSH",
 }
 # Rooms and what they must never import (at run time; typing-only imports do not run).
 FORBIDDEN = {

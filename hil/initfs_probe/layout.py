@@ -13,10 +13,6 @@ import io
 import struct
 from dataclasses import dataclass
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.constants import P_FLAGS
-from elftools.elf.elffile import ELFFile
-
 from hil.image.redox.initfs import ENTRY_OFFSET, INODE_DIR, LOAD_ADDRESS, MAGIC, PAGE_SIZE
 
 HEADER = struct.Struct("<8sIQHHHQ")
@@ -53,6 +49,10 @@ def parse_header(image: bytes) -> InitfsHeader:
 
 def load_segments(elf_bytes: bytes) -> tuple[int, list[Segment]]:
     """(entry, PT_LOAD segments) of an x86_64 executable; ValueError when it is not one the kernel can run."""
+    from elftools.common.exceptions import ELFError  # imported when used: pyelftools costs 30 ms a start
+    from elftools.elf.constants import P_FLAGS
+    from elftools.elf.elffile import ELFFile
+
     try:
         elf = ELFFile(io.BytesIO(elf_bytes))
         if elf.elfclass != 64 or elf["e_machine"] != "EM_X86_64" or elf["e_type"] != "ET_EXEC":
@@ -96,6 +96,8 @@ def _check(entry: int, segments: list[Segment]) -> int:
 
 def initfs_from_elf(elf_bytes: bytes) -> bytes:
     """The initfs file: header, root inode, then each segment at vaddr - 0x1000 (bss as zeros), page-padded."""
+    from elftools.elf.elffile import ELFFile
+
     entry, segments = load_segments(elf_bytes)
     size = _check(entry, segments)
     elf = ELFFile(io.BytesIO(elf_bytes))

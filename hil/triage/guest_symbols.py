@@ -13,7 +13,6 @@ import logging
 import threading
 from pathlib import Path
 
-from hil.guest.ssh import GuestSsh
 from hil.triage.symbols import SymbolTable, cached_kallsyms, kallsyms_cache_path, store_kallsyms
 from hil.triage.target import TriageTarget
 
@@ -78,6 +77,8 @@ def _ssh_output(session: TriageTarget, command: str) -> str | None:
     access = session.profile.ssh_access(session.options)
     if access is None:
         return None
+    from hil.guest.ssh import GuestSsh  # paramiko only when symbols are fetched
+
     try:
         ssh = GuestSsh.connect(session.ssh_port, access, SSH_TIMEOUT, attempt_timeout=SSH_TIMEOUT)
     except Exception as err:  # no network, no sshd yet, a hung guest: symbols are a bonus

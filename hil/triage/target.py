@@ -4,12 +4,14 @@ importing hil.session (which imports triage's watchdog). GuestSession is the one
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from hil.guest.profiles import GuestOptions, GuestProfile
-from hil.guest.ssh import GuestSsh
 from hil.qemu.machine import Machine
 from hil.triage.watchdog import WatchedConsole
+
+if TYPE_CHECKING:
+    from hil.guest.ssh import GuestSsh
 
 
 class TriageTarget(Protocol):

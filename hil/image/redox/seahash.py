@@ -13,8 +13,6 @@ import struct
 from collections import defaultdict
 from collections.abc import Sequence
 
-import numpy as np
-
 SEED = (0x16F11FE89B0D677C, 0xB480A793D8E6C86C, 0x6FE2E5AAF078EBC9, 0x14F994A4C5259381)
 _PRIME = 0x6EED0E9DA4D94A4F
 _MASK = (1 << 64) - 1
@@ -66,6 +64,8 @@ def hash_many(buffers: Sequence[bytes | bytearray | memoryview]) -> list[int]:
 
 def _hash_equal_lengths(buffers: list[bytes | bytearray | memoryview], length: int) -> list[int]:
     """SeaHash of buffers that all have `length` bytes, a multiple of 32 (no partial words)."""
+    import numpy as np  # here, not at import: numpy costs 40 ms of every hil start
+
     joined = b"".join(buffers)
     words = np.frombuffer(joined, dtype="<u8").reshape(len(buffers), length // 32, 4)
     rounds = np.ascontiguousarray(words.transpose(1, 0, 2), dtype=np.uint64)  # round-major: one slab a step
