@@ -29,6 +29,7 @@ import statistics
 from dataclasses import dataclass, field
 
 import numpy as np
+from target import print_target  # bench/target.py (scripts run from bench/ on sys.path)
 
 from hil.bisect import BisectError, BisectSettings, CulpritModel, FlakyBisect, Outcome, RunRecord
 
@@ -178,8 +179,9 @@ def main() -> None:
         ok = ratio <= TARGET_RATIO and right >= TARGET_RIGHT
         verdicts.append(f"p={p}: {ratio:.2f}x ({with_endpoints:.2f}x with endpoints), right {right:.1%}"
                         f" {'ok' if ok else 'MISSED'}")  # fmt: skip
-    target = f"target <= {TARGET_RATIO}x in search runs with the culprit right >= {TARGET_RIGHT:.0%}"
-    print(f"{target}: " + "; ".join(verdicts))
+    print_target("bisect_efficiency", "; ".join(verdicts),
+                 f"<= {TARGET_RATIO}x in search runs with the culprit right >= {TARGET_RIGHT:.0%}",
+                 all(verdict.endswith(" ok") for verdict in verdicts))  # fmt: skip
 
 
 if __name__ == "__main__":

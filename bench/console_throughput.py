@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from target import print_target  # bench/target.py (scripts run from bench/ on sys.path)
+
 from hil.guest.ansi import AnsiStripper
 from hil.guest.console import Console
 from hil.guest.profiles.reference import ReferenceProfile
@@ -160,14 +162,16 @@ def main() -> None:
             continue
         rates.append(len(payload) / MB / seconds)
         print(f"{size:6.0f}MB {seconds:9.2f} {rates[-1]:9.1f}", flush=True)
-    if rates:
-        print(f"slowest {min(rates):.1f} MB/s (target >= {TARGET_MB_S:.0f}); largest/smallest size rate "
-              f"{rates[-1] / rates[0]:.2f} (1.00 = linear)")  # fmt: skip
     payload = synthetic_stream(int(sizes[0] * MB))
     print(f"stages alone on {sizes[0]:.0f} MB: socket read {socket_rate(payload):.0f} MB/s, " + ", ".join(
         f"{stage} {rate:.0f} MB/s" for stage, rate in stage_rates(payload).items()))  # fmt: skip
     if args.profile:
         profile(payload, args.timeout, args.search_window)
+    linear = rates[-1] / rates[0] if len(rates) == len(sizes) else 0.0
+    slowest = min(rates) if len(rates) == len(sizes) else 0.0
+    print_target("console_throughput", f"slowest {slowest:.1f} MB/s, largest/smallest size rate {linear:.2f}",
+                 f">= {TARGET_MB_S:.0f} MB/s at every size, rate 0.8-1.25 (linear)",
+                 slowest >= TARGET_MB_S and 0.8 <= linear <= 1.25)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+from target import print_target  # bench/target.py (scripts run from bench/ on sys.path)
+
 from hil.guest.profiles import GuestOptions, get_profile
 from hil.qemu.accel import choose_accel
 from hil.runner import DEFAULT_FACTOR
@@ -69,10 +71,10 @@ def main() -> None:
             for session in sessions:
                 session.close()
     per_vm = (readings[-1] - baseline) / len(readings)
-    print(f"growth per VM: {per_vm:.1f} MB (target <= {TARGET_MB:.0f} MB)")
     if len(readings) > 1:
         marginal = (readings[-1] - readings[0]) / (len(readings) - 1)
         print(f"marginal per VM after the first: {marginal:.1f} MB")
+    print_target("rss_per_vm", f"{per_vm:.1f} MB per VM", f"<= {TARGET_MB:.0f} MB", per_vm <= TARGET_MB)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from target import print_target  # bench/target.py (scripts run from bench/ on sys.path)
+
 from hil.devices.storage import Nvme
 from hil.guest.profiles import GuestOptions, get_profile
 from hil.session import GuestSession, PlannedDevice
@@ -34,6 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    results = []
     with tempfile.TemporaryDirectory(prefix="hil-bench-") as scratch:
         for nvme in (False, True):
             label = "with NVMe" if nvme else "without NVMe"
@@ -45,7 +48,11 @@ def main() -> None:
                 print(f"{label} round {index + 1}: cold {cold[-1]:.2f} s, restored {restored[-1]:.2f} s", flush=True)
             cold_median, restored_median = statistics.median(cold), statistics.median(restored)
             print(f"{label}: cold {cold_median:.2f} s, restored {restored_median:.2f} s, "
-                  f"speed-up {cold_median / restored_median:.1f}x (target >= 15x)")  # fmt: skip
+                  f"speed-up {cold_median / restored_median:.1f}x")  # fmt: skip
+            results.append((label, cold_median / restored_median, restored_median))
+    (_, plain, _), (_, with_nvme, nvme_ready) = results
+    print_target("snapshot_restore", f"{plain:.1f}x without NVMe, {with_nvme:.1f}x and {nvme_ready:.2f} s with NVMe",
+                 ">= 15x both, <= 0.35 s with NVMe", plain >= 15 and with_nvme >= 15 and nvme_ready <= 0.35)
 
 
 if __name__ == "__main__":
