@@ -408,7 +408,11 @@ def _bench() -> Any:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault(spec.name, module)  # its dataclasses look their module up there
-    spec.loader.exec_module(sys.modules[spec.name])
+    sys.path.insert(0, str(path.parent))  # as when run as a script: its sibling bench/target.py
+    try:
+        spec.loader.exec_module(sys.modules[spec.name])
+    finally:
+        sys.path.remove(str(path.parent))
     return sys.modules[spec.name]
 
 
