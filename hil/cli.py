@@ -12,8 +12,6 @@ from rich.markup import escape
 
 from hil import __version__
 from hil.argtypes import Parser, positive_float, positive_int, probability
-from hil.bisect import bisect_command
-from hil.bisect_step import run_step_command
 from hil.cli_run import add_run_arguments, exit_code_table, merge_command, run_command
 from hil.doctor import doctor_command
 from hil.errors import HilError
@@ -21,8 +19,7 @@ from hil.image.build import add_build_arguments, build_command
 from hil.image.fetch import add_fetch_arguments, fetch_command
 from hil.image.redox.assemble import add_assemble_arguments, add_ls_arguments, assemble_command, ls_command
 from hil.image.reference import reference_command
-from hil.kept import console_command
-from hil.kept_ssh import add_kept_argument, exec_command, scp_command, ssh_command
+from hil.kept import add_kept_argument, console_command
 from hil.lifetime import install_signal_handlers
 from hil.listing import add_list_arguments, list_command
 from hil.results import USAGE_EXIT_CODE, Terminated, signal_exit_code
@@ -125,14 +122,20 @@ def _add_kept_ssh(commands: argparse._SubParsersAction) -> None:
 
 
 def _cmd_exec(args: argparse.Namespace) -> int:
+    from hil.kept_ssh import exec_command  # paramiko (55 ms) only for the commands that use it
+
     return exec_command(args, terminal)
 
 
 def _cmd_ssh(args: argparse.Namespace) -> int:
+    from hil.kept_ssh import ssh_command  # paramiko (55 ms) only for the commands that use it
+
     return ssh_command(args, terminal)
 
 
 def _cmd_scp(args: argparse.Namespace) -> int:
+    from hil.kept_ssh import scp_command  # paramiko (55 ms) only for the commands that use it
+
     return scp_command(args, terminal)
 
 
@@ -217,6 +220,9 @@ def _add_bisect(commands: argparse._SubParsersAction) -> None:
 
 
 def _cmd_bisect(args: argparse.Namespace) -> int:
+    from hil.bisect import bisect_command  # numpy and the bisect engine only for `hil bisect`
+    from hil.bisect_step import run_step_command
+
     # Signatures hold brackets ("hang:livelock:[user]") that rich would take for markup.
     plain = Terminal(markup=False, highlight=False)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command

@@ -23,7 +23,6 @@ from rich.text import Text
 from hil import argtypes
 from hil.errors import UsageError
 from hil.guest.stages import StageMark
-from hil.kept_ssh import ssh_argv
 from hil.paths import writable_dir, writable_file
 from hil.qemu.accel import ACCELERATORS
 from hil.reports import write_reports
@@ -491,6 +490,8 @@ def print_kept(terminal: Terminal, result: RunResult) -> None:
     rows = [("console:", f"hil console {run}"), ("QMP:", f"hil console --qmp {run}"),
             ("stop:", f"hil console --stop {run}")]  # fmt: skip
     if kept.get("ssh_key"):
+        from hil.kept_ssh import ssh_argv  # paramiko (55 ms) only once a VM is kept with SSH
+
         rows[:0] = [("run:", "hil exec -- uname -a"), ("log in:", "hil ssh"), ("copy:", "hil scp FILE :/tmp/")]
         rows += [("SSH key:", str(kept["ssh_key"])), ("ssh:", shlex.join(ssh_argv({**kept, "run_dir": str(run)})))]
     for label, line in rows:  # whole lines, never wrapped: they are meant to be copied

@@ -27,6 +27,11 @@ DETACH_KEY = b"\x1d"  # Ctrl-]
 STOP_WAIT_SECONDS = 10.0
 
 
+def add_kept_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", dest="run_dir", type=Path, metavar="DIR",
+                        help="the kept run's folder (default: the newest kept VM still running)")  # fmt: skip
+
+
 def console_command(args: argparse.Namespace, terminal: Terminal) -> int:
     if args.list:
         return _list(terminal)

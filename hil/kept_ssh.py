@@ -24,11 +24,6 @@ REMOTE_PREFIX = ":"  # `hil scp file :/tmp/` as with scp's `host:path`, the host
 SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR")
 
 
-def add_kept_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", dest="run_dir", type=Path, metavar="DIR",
-                        help="the kept run's folder (default: the newest kept VM still running)")  # fmt: skip
-
-
 def ssh_login(record: dict[str, object]) -> tuple[int, SshAccess]:
     """The forwarded port and login of a kept VM; usage error for a guest without SSH."""
     key, port = record.get("ssh_key"), record.get("ssh_port")

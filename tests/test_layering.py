@@ -19,6 +19,10 @@ LAZY_IMPORTS = {
     ("hil.reports", "hil.reports.html"): "matplotlib and jinja2 load only when an HTML page is wanted",
     ("hil.session", "hil.guest.ssh"): "paramiko (50 ms) loads only when a test asks for SSH",
     ("hil.triage.guest_symbols", "hil.guest.ssh"): "paramiko loads only when symbols are fetched over SSH",
+    ("hil.cli", "hil.bisect"): "numpy and the bisect engine load only for `hil bisect`",
+    ("hil.cli", "hil.bisect_step"): "it imports hil.bisect",
+    ("hil.cli", "hil.kept_ssh"): "paramiko loads only for hil exec, ssh and scp",
+    ("hil.cli_run", "hil.kept_ssh"): "paramiko loads only once a VM is kept with SSH",
 }
 # Rooms and what they must never import (at run time; typing-only imports do not run).
 FORBIDDEN = {
