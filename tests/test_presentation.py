@@ -22,6 +22,8 @@ from rich.console import Console
 
 from hil.cli_run import EXIT_CODES
 from hil.guest.shell import ShellDialect
+from hil.image.redox.pkgar import PackageFile
+from hil.image.redox.synthetic import write_repo
 from hil.reports.live import ProgressTable
 from hil.results import Cell, CellProgress
 from hil.scenario import builtin_names, load_scenario, scenarios_tagged
@@ -320,6 +322,20 @@ def test_a_damaged_package_is_usage_found_before_any_run(nested_packages: Path, 
                               "--report-dir", str(short_dir / "set")))  # fmt: skip
     assert "kernel.pkgar: truncated" in line and "Fix:" in line
     assert not (short_dir / "set").exists(), "a run set started with a damaged package"
+
+
+def test_a_package_with_corrupt_file_data_is_usage_found_before_any_run(tmp_path: Path, short_dir: Path) -> None:
+    """Sound header, signature and entry table, one flipped byte in the kernel's data: found by its blake3
+    when the options are checked (exit 2, the file and entry named), before a run folder exists."""
+    inner = tmp_path / "x86_64-unknown-redox"
+    write_repo(inner, {"kernel": [PackageFile("boot/kernel", b"\x7fELF" + bytes(4096))],
+                       "bootloader": [PackageFile("boot/bootloader.bios", bytes(4096))]})  # fmt: skip
+    kernel = bytearray((inner / "kernel.pkgar").read_bytes())
+    kernel[-100] ^= 1
+    (inner / "kernel.pkgar").write_bytes(kernel)
+    line = one_line_usage(hil("run", "kernel-smoke", "--packages", str(inner), "--report-dir", str(short_dir / "r")))
+    assert "kernel.pkgar: bad blake3 for 'boot/kernel'" in line and "Fix:" in line, line
+    assert not (short_dir / "r").exists(), "a run folder for a run that never started"
 
 
 def test_sizes_and_memory_below_the_least_say_the_least() -> None:

