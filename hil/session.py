@@ -84,10 +84,10 @@ class GuestSession:
         self.options = replace(options, work_dir=private_dir(run_dir))
         self.factor = factor
         self.on_mark = on_mark
-        self.devices = _with_network(list(devices))
-        self.network = next(p.device for p in self.devices if isinstance(p.device, E1000))
-        assert isinstance(self.network, E1000)
-        self.network.forward("tcp", SSH_GUEST_PORT)
+        self.devices = _with_network(list(devices)) if profile.default_nic else list(devices)
+        self.network = next((p.device for p in self.devices if isinstance(p.device, E1000)), None)
+        if isinstance(self.network, E1000):
+            self.network.forward("tcp", SSH_GUEST_PORT)
         for planned in self.devices:  # overlays must exist before the argv names them
             planned.device.prepare(private_dir(run_dir))
         spec = profile.machine_spec(self.options)
@@ -116,8 +116,9 @@ class GuestSession:
         return self.machine.run_dir
 
     @property
-    def ssh_port(self) -> int:
-        return self.network.host_port(SSH_GUEST_PORT)
+    def ssh_port(self) -> int | None:
+        """The host port forwarded to the guest's SSH; None without a NIC."""
+        return self.network.host_port(SSH_GUEST_PORT) if isinstance(self.network, E1000) else None
 
     def start(self) -> Timeline:
         """Boot to a shell: restored from a snapshot when asked for and one exists, else cold."""
@@ -221,7 +222,7 @@ class GuestSession:
     def ssh(self, timeout: float | None = None) -> GuestSsh:
         """An SSH connection into the guest; UsageError for a guest without an SSH server."""
         access = self.profile.ssh_access(self.options)
-        if access is None:
+        if access is None or self.ssh_port is None:
             raise UsageError(f"guest {self.profile.name} has no SSH server")
         from hil.guest.ssh import SSH_CONNECT_SECONDS, GuestSsh  # paramiko costs 50 ms of every hil start
 

@@ -110,3 +110,15 @@ def test_the_host_step_checks_the_bytes_the_probe_sent(tmp_path: Path) -> None:
     assert udp["status"] == "fail" and "wrong bytes" in udp["reason"]
     assert udp["details"]["received"] == spec.E1000_UDP_PAYLOAD
     assert cases_of(report)["e1000_udp_to_host"]["status"] == "pass"  # the probe saw its bytes come back
+
+
+def test_without_an_e1000_the_pci_case_fails_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "redox-e1000-none.toml"
+    path.write_text(SCENARIO.split("[[devices]]")[0] + '[[steps]]\nconsole_probe = "initfs"\ntimeout = 30\n')
+    report = run(tmp_path, parse_scenario(path))
+    cases = cases_of(report)
+    assert report["verdict"] == "fail", report["reason"]
+    assert cases["e1000_pci"]["status"] == "fail" and "no e1000" in cases["e1000_pci"]["reason"]
+    assert "e1000_pci" in report["reason"] and "no e1000" in report["reason"]
+    after = spec.E1000_CASES[spec.E1000_CASES.index("e1000_pci") + 1 :]
+    assert all(cases[name]["status"] == "skip" for name in after), {n: cases[n]["status"] for n in after}

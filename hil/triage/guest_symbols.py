@@ -75,7 +75,7 @@ def _fetch_kallsyms(session: TriageTarget, kernel: Path) -> SymbolTable | None:
 
 def _ssh_output(session: TriageTarget, command: str) -> str | None:
     access = session.profile.ssh_access(session.options)
-    if access is None:
+    if access is None or session.ssh_port is None:
         return None
     from hil.guest.ssh import GuestSsh  # paramiko only when symbols are fetched
 

@@ -105,6 +105,9 @@ class GuestProfile(ABC):
     device_checks: ClassVar[DeviceChecks] = {}
     # The least memory this guest boots in (below it: a hang before the first line, or QEMU refusing).
     min_memory_mb: int = 64
+    # Whether hil gives the guest a NIC when the scenario has none (for SSH and the network stage). A guest
+    # without either gets none: an unasked-for e1000 would answer a probe that looks for the scenario's own.
+    default_nic: bool = True
 
     def fault_ends_run(self, report: CrashReport) -> bool:
         """A kernel panic, a fault in the kernel, or a fault of a program this guest cannot go on without (a

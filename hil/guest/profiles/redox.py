@@ -154,6 +154,7 @@ class IonShell(ShellDialect):
 
 class RedoxKernelProfile(GuestProfile):
     name = "redox-kernel"
+    default_nic = False  # no network stack and no SSH: only a scenario's own e1000
     description = "a real Redox kernel with an initfs hil provides; stages up to the userspace hand-off"
     stages = KERNEL_STAGES
     crash_patterns = REDOX_CRASH_PATTERNS
@@ -255,6 +256,7 @@ class RedoxKernelProfile(GuestProfile):
 
 class RedoxProfile(RedoxKernelProfile):
     name = "redox"
+    default_nic = True  # smolnetd and the network stage
     description = "a full Redox image: kernel, initfs daemons and drivers, root RedoxFS, login, ion shell"
     stages = (
         *KERNEL_STAGES,
