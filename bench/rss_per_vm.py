@@ -17,9 +17,9 @@ from pathlib import Path
 
 from target import print_target  # bench/target.py (scripts run from bench/ on sys.path)
 
+from hil.boot import DEFAULT_FACTOR
 from hil.guest.profiles import GuestOptions, get_profile
 from hil.qemu.accel import choose_accel
-from hil.runner import DEFAULT_FACTOR
 from hil.session import GuestSession
 
 TARGET_MB = 60.0
