@@ -66,6 +66,9 @@ def _add_user(public_key: str) -> None:
     if subprocess.run(["id", "-u", USER], capture_output=True).returncode != 0:
         _as_root("useradd", "--create-home", "--home-dir", str(HOME), "--shell", "/bin/bash", USER)
     _as_root("usermod", "-p", "*", USER)  # no password, yet not locked: sshd without PAM refuses locked users
+    if not HOME.is_dir():  # the user is left from an earlier run whose home (in /var/tmp) was cleaned away
+        HOME.mkdir(mode=0o755, parents=True)
+        _as_root("chown", f"{USER}:{USER}", str(HOME))
     ssh_dir = HOME / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     (ssh_dir / "authorized_keys").write_text(public_key)
