@@ -44,7 +44,10 @@ def run_step(
     try:
         result = STEP_RUNNERS[step.kind](session, step)
     except CommandTimeout as err:
-        result = StepResult(step.name, step.kind, StepStatus.HANG, output=err.output, reason=str(err))
+        # Output still flowing at the end is a command slower than its timeout, not a stuck guest: fail.
+        status = StepStatus.FAIL if err.still_printing else StepStatus.HANG
+        reason = f"{err} ({err.still_printing})" if err.still_printing else str(err)
+        result = StepResult(step.name, step.kind, status, output=err.output, reason=reason)
         timed_out = True
     except QmpCommandError as err:
         result = StepResult(step.name, step.kind, StepStatus.FAIL, reason=str(err))

@@ -1,4 +1,5 @@
-"""Step output of any size: no false hang, the shell survives binary junk, the whole output is kept.
+"""Step output of any size: no false hang (a timeout while new lines still arrive fails the step), the
+shell survives binary junk, the whole output is kept.
 
 A `run` step's begin and end markers are waited for apart, so however much a command prints between
 them, pexpect's bounded search window never has to hold both. report.json keeps the tail; the run folder
@@ -70,6 +71,16 @@ def test_a_step_that_never_ends_is_a_hang_after_its_timeout(session: GuestSessio
     assert result.status == StepStatus.HANG, result.reason
     assert 5 <= result.seconds < 5 * CAP_FACTOR + 5  # "y" lines are not progress: the wait is bounded
     assert result.output_file and Path(session.run_dir / result.output_file).stat().st_size > 0
+    assert session.run("echo still-here").output == "still-here\n"
+
+
+def test_a_command_still_printing_new_lines_at_its_timeout_fails_and_is_no_hang(session: GuestSession) -> None:
+    """A slow command is not a stuck guest: new lines up to the end make the timeout a failure of the step,
+    with what it printed in the reason, and no hang triage (whose vCPU samples would call it idle: the guest
+    waits on its serial port)."""
+    result = run_step(session, _step("seq 1 100000000", 5))
+    assert result.status == StepStatus.FAIL, result.reason
+    assert "did not finish within 5.0 s (still printing:" in result.reason
     assert session.run("echo still-here").output == "still-here\n"
 
 

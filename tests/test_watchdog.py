@@ -132,3 +132,27 @@ def test_attribute_writes_reach_the_console_inside(tmp_path: Path) -> None:
     console.activity = "step 'probe'"
     assert inner.activity == "step 'probe'" and console.activity == "step 'probe'"
     assert console.recent_lines() == [] and console.inner is inner
+
+
+def test_new_lines_up_to_the_end_make_a_stall_printing_not_stuck(tmp_path: Path) -> None:
+    """Lines no progress pattern knows (a command's own output) do not extend the wait, yet they say the guest
+    was busy when it ran out: Stall.printing, and its why counts them."""
+    log = tmp_path / "serial.log"
+    log.touch()
+    console = WatchedConsole(SilentConsole(), ProgressWatch(log, [KERNEL_LINE]))
+    _guest(log, lambda i: f"line {i}", count=40, every=0.05)  # 2 s of distinct lines, past the 1 s budget
+    waited, stall = _wait(console, 1.0)
+    assert waited < 1.0 * CAP_FACTOR
+    assert stall.stall.printing and stall.stall.output_lines >= 10
+    assert "still printing" in stall.stall.why and "line " in stall.stall.why
+
+
+@pytest.mark.parametrize("lines", [lambda i: "the same error again", lambda i: ""])
+def test_one_line_repeated_or_silence_is_not_printing(tmp_path: Path, lines: Callable[[int], str]) -> None:
+    log = tmp_path / "serial.log"
+    log.touch()
+    console = WatchedConsole(SilentConsole(), ProgressWatch(log, [KERNEL_LINE]))
+    _guest(log, lines, count=40, every=0.05)
+    _, stall = _wait(console, 1.0)
+    assert not stall.stall.printing, stall.stall.as_dict()
+    assert "no progress" in stall.stall.why

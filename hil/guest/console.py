@@ -40,12 +40,14 @@ class ConsoleClosed(InfraError):
 
 
 class CommandTimeout(Exception):
-    """A command's end marker did not arrive in time; `output` is what the console showed meanwhile."""
+    """A command's end marker did not arrive in time; `output` is what the console showed meanwhile;
+    `still_printing`: the guest kept printing new lines to the end (a slow command, not a stuck guest)."""
 
-    def __init__(self, command: str, timeout: float, output: str) -> None:
+    def __init__(self, command: str, timeout: float, output: str, still_printing: str = "") -> None:
         self.command = command
         self.timeout = timeout
         self.output = output
+        self.still_printing = still_printing  # what it printed, said in words; empty when it fell silent
         super().__init__(f"command {command!r} did not finish within {timeout:.1f} s")
 
 

@@ -10,6 +10,10 @@ pass without progress. Progress from log lines extends a wait to at most CAP_FAC
 a chatty guest can still be stuck; heartbeats are the probes' explicit promise of progress and extend it
 without that cap (a probe must bound its own waits, see hil/uring_probe/PROTOCOL.md).
 
+Apart from progress, the watch notes when the guest last printed a line unlike the last few (any line):
+a wait that runs out while such lines still arrive is a command that is slow, not a guest that is stuck, so
+its step fails by its timeout instead of being judged a hang (Stall.printing).
+
 Lines are read from QEMU's raw serial log (it writes every byte as the guest sends it), so watching
 never consumes console text a caller is waiting for.
 """
@@ -31,6 +35,8 @@ from hil.guest.console import CommandResult, CommandTimeout, Console
 CAP_FACTOR = 4.0
 REPEAT_WINDOW = 8
 SLICE_SECONDS = 0.5
+# A new line within this long (or a quarter of the budget) before a wait ran out: still printing then.
+PRINTING_SECONDS = 3.0
 HEARTBEAT = re.compile(r"^# heartbeat (\S+) (\d+)\s*$")
 PROBE_RESULT = re.compile(r"^(?:not )?ok \d+ \S+")
 _PRINTK_TIME = re.compile(r"^\[\s*\d+\.\d+\]\s?")
@@ -46,9 +52,11 @@ class Stall:
     capped: bool
     last_progress_line: str
     last_progress_age: float | None
+    last_output_age: float | None = None  # since the last new line of any kind
+    output_lines: int = 0  # new lines of any kind during the wait
+    last_output_line: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        age = None if self.last_progress_age is None else round(self.last_progress_age, 3)
         return {
             "why": self.why,
             "budget_s": round(self.budget, 3),
@@ -56,14 +64,30 @@ class Stall:
             "idle_s": round(self.idle, 3),
             "capped": self.capped,
             "last_progress_line": self.last_progress_line,
-            "last_progress_age_s": age,
+            "last_progress_age_s": _rounded(self.last_progress_age),
+            "printing": self.printing,
+            "output_lines": self.output_lines,
+            "last_output_age_s": _rounded(self.last_output_age),
         }
 
     @property
+    def printing(self) -> bool:
+        """New lines (of any kind) were still arriving when the wait ran out: busy, not stuck."""
+        window = min(PRINTING_SECONDS, self.budget / 4)
+        return self.last_output_age is not None and self.last_output_age < window
+
+    @property
     def why(self) -> str:
+        if self.printing and not self.capped:
+            return (f"still printing: {self.output_lines} new lines in {self.waited:.1f} s, the last "
+                    f"{self.last_output_age:.1f} s before the end: {self.last_output_line[:60]!r}")  # fmt: skip
         if self.capped:
             return f"still printing but past {CAP_FACTOR:g}x its budget ({self.waited:.1f} s)"
         return f"no progress for {self.idle:.1f} s (budget {self.budget:.1f} s)"
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 class NoProgress(TimeoutError):
@@ -89,6 +113,10 @@ class ProgressWatch:
         self.last_heartbeat_at: float | None = None
         self.last_progress_line = ""
         self.progress_count = 0
+        self._recent_output: deque[str] = deque(maxlen=repeat_window)
+        self.last_output_at: float | None = None
+        self.last_output_line = ""
+        self.output_count = 0
 
     def poll(self) -> bool:
         """Read what the guest printed since the last call; True if any of it was progress."""
@@ -99,14 +127,18 @@ class ProgressWatch:
 
     def feed_line(self, line: str, now: float | None = None) -> bool:
         line = line.strip()
+        key = _PRINTK_TIME.sub("", line)
+        now = time.monotonic() if now is None else now
+        if key and key not in self._recent_output:
+            self._recent_output.append(key)
+            self.last_output_at, self.last_output_line = now, line[:300]
+            self.output_count += 1
         heartbeat = bool(HEARTBEAT.match(line) or PROBE_RESULT.match(line))
         if not heartbeat and not any(p.search(line) for p in self.patterns):
             return False
-        key = _PRINTK_TIME.sub("", line)
         if key in self._recent:
             return False
         self._recent.append(key)
-        now = time.monotonic() if now is None else now
         self.last_progress_at, self.last_progress_line = now, line[:300]
         if heartbeat:
             self.last_heartbeat_at = now
@@ -163,6 +195,7 @@ class WatchedConsole:
         much the command prints between them; one pattern spanning both would have to fit in the window.
         """
         started = idle_since = time.monotonic()
+        lines_before = self.watch.output_count
         remaining, found = timeout, []
         while len(found) < len(steps):
             try:
@@ -175,7 +208,7 @@ class WatchedConsole:
                 idle_since = now
             remaining = self._deadline(started, idle_since, timeout, now) - now
             if remaining <= 0:
-                raise self._stalled(started, idle_since, timeout, now) from None
+                raise self._stalled(started, idle_since, timeout, now, lines_before) from None
         return found
 
     def run(self, command: str, timeout: float = 30.0) -> CommandResult:
@@ -185,8 +218,10 @@ class WatchedConsole:
         self._console.sendline(wrapped.line)
         try:
             _, (_, end) = self.expect_in_order([[wrapped.begin], [wrapped.end]], timeout)
-        except TimeoutError:
-            raise CommandTimeout(command, timeout, self._console.pending_text()) from None
+        except TimeoutError as err:
+            stall = err.stall if isinstance(err, NoProgress) else None
+            printing = stall.why if stall is not None and stall.printing and not stall.capped else ""
+            raise CommandTimeout(command, timeout, self._console.pending_text(), printing) from None
         output = self._console.text_before_match()  # everything between the two markers
         return CommandResult(command, int(end.group(1)), output, time.monotonic() - started)
 
@@ -197,8 +232,10 @@ class WatchedConsole:
             return deadline  # a probe says it is working: no cap
         return min(deadline, started + timeout * self.cap_factor)
 
-    def _stalled(self, started: float, idle_since: float, timeout: float, now: float) -> NoProgress:
-        last = self.watch.last_progress_at
+    def _stalled(self, started: float, idle_since: float, timeout: float, now: float, lines_before: int
+                 ) -> NoProgress:  # fmt: skip
+        last, output_at = self.watch.last_progress_at, self.watch.last_output_at
+        new_lines = self.watch.output_count - lines_before
         self.last_stall = Stall(
             budget=timeout,
             waited=now - started,
@@ -206,5 +243,8 @@ class WatchedConsole:
             capped=now - idle_since < timeout,
             last_progress_line=self.watch.last_progress_line,
             last_progress_age=None if last is None else now - last,
+            last_output_age=None if output_at is None or not new_lines else max(0.0, now - output_at),
+            output_lines=new_lines,
+            last_output_line=self.watch.last_output_line,
         )
         return NoProgress(self.last_stall)
