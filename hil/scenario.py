@@ -366,6 +366,9 @@ def _check_requests(path: Path, where: str, by_id: dict[str, DeviceEntry], step:
                                 "name a usb-storage device: the probe's xhci_unplug watches its port")  # fmt: skip
         _check_plug(path, f"{where}.unplug_on_request", "unplug", entry, plugged)
     if replug is not None:
+        if unplug is None:
+            raise ScenarioError(path, f"{where}.replug_on_request", "comes without unplug_on_request",
+                                f"add unplug_on_request = {replug!r}: the probe plugs back what it unplugged")
         if replug != unplug:
             raise ScenarioError(path, f"{where}.replug_on_request",
                                 f"names {replug!r}, but unplug_on_request names {unplug!r}",
