@@ -1,9 +1,14 @@
 /*
  * The xHCI cases (variant redox-xhci): find QEMU's xHCI (qemu-xhci or nec-usb-xhci) on PCI, map BAR0, read its
  * capability registers, halt and reset it, read every root-hub port's status (connect, speed), counting the
- * devices hil attached, then run a No-Op through command and event rings. Register layout from the eXtensible
- * Host Controller Interface spec 1.2 (5.3 capability, 5.4 operational, 5.5 runtime registers, 6.4 TRBs); every
- * kernel interface in hw.c. Enumeration (Enable Slot, Address Device, GET_DESCRIPTOR) is not done yet.
+ * devices hil attached, then a No-Op through command and event rings. Then every connected device enumerated
+ * (port reset, Enable Slot, Address Device, GET_DESCRIPTOR(DEVICE) on EP0, its ids checked against those hil
+ * attached), a known-content block read from the usb-storage over Bulk-Only Transport (Configure Endpoint,
+ * SET_CONFIGURATION, CBW / data / CSW on the bulk rings), and that device unplugged and plugged back by the host
+ * when the probe asks on the console ("hil-request: unplug" / "replug"). Events are polled, not interrupts.
+ * Register layout from the eXtensible Host Controller Interface spec 1.2 (5.3 capability, 5.4 operational, 5.5
+ * runtime registers, 6.2 contexts, 6.4 TRBs), USB 2.0 chapter 9 (requests, descriptors), USB Mass Storage
+ * Bulk-Only Transport 1.0 (CBW, CSW); every kernel interface in hw.c.
  */
 #include "hw.h"
 #include "pattern.h"
