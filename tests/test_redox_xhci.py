@@ -5,6 +5,7 @@ unplugs and plugs back when the probe asks. Each run is about 2 s under TCG."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from hil.guest.profiles import redox
 from hil.initfs_probe import spec
 from hil.runner import RunOptions, run_scenario
 from hil.scenario import parse_scenario
@@ -112,3 +114,26 @@ def test_without_usb_devices_no_port_shows_one(tmp_path: Path) -> None:
     assert cases["xhci_enumerate"]["status"] == "pass"
     assert cases["xhci_enumerate"]["metrics"]["devices"]["value"] == 0
     assert cases["xhci_storage_read"]["status"] == "skip"
+
+
+@pytest.mark.parametrize(("wrong_id", "seed", "case", "reason"), [
+    (True, 7, "xhci_enumerate", "no enumerated device is 0x627:0x2, which hil attached"),
+    (False, 99, "xhci_storage_read", "slot 1: READ(10) LBA 8: not the known content of any block (seed 99)"),
+])  # fmt: skip
+def test_a_wrong_id_or_seed_fails_the_case_naming_the_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            wrong_id: bool, seed: int, case: str, reason: str) -> None:
+    """The probe's checks can fail: told a keyboard id hil did not attach, or another seed than the disk's."""
+    real = redox._xhci_target
+
+    def wrong(devices: Any, requests: Any) -> spec.XhciTarget | None:
+        target = real(devices, requests)
+        assert target is not None
+        ids = (*target.ids[:-1], 0x06270002) if wrong_id else target.ids
+        return dataclasses.replace(target, ids=ids, storage_seed=seed)
+
+    monkeypatch.setattr(redox, "_xhci_target", wrong)
+    report = run(tmp_path, "qemu-xhci", DEVICES.format(seed=7))
+    cases = {case["name"]: case for case in report["steps"][0]["cases"]}
+    assert report["verdict"] == "fail"
+    assert cases[case]["status"] == "fail"
+    assert reason in cases[case]["reason"], cases[case]["reason"]

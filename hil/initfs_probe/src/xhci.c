@@ -708,9 +708,11 @@ static bool read_block(struct usb_dev *d, u64 *latency_ns, u32 *sense)
         return oops("slot %u: READ(10) LBA %u: CSW status %u after REQUEST SENSE and a retry (sense %x)", d->slot, lba,
                     status, *sense);
     u64 which = disk_block_check(d->mem + PG_DATA * PAGE, HIL_USB_DISK_SEED);
+    if (which == ~0ULL)
+        return oops("slot %u: READ(10) LBA %u: not the known content of any block (seed %u)", d->slot, lba,
+                    HIL_USB_DISK_SEED, 0);
     if (which != BOT_BLOCK)
-        return oops("slot %u: READ(10) LBA %u: not the known content of block %u (%s)", d->slot, lba, BOT_BLOCK,
-                    (u64)(which == ~0ULL ? "no block's pattern" : "another block's pattern"));
+        return oops("slot %u: READ(10) LBA %u: the known content of block %u, not %u", d->slot, lba, which, BOT_BLOCK);
     return true;
 }
 
