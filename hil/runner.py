@@ -164,8 +164,18 @@ def _own_options(scenario: Scenario, options: RunOptions) -> dict[str, object]:
     """The guest-specific options given (each profile takes the ones it knows)."""
     given = {"packages": options.packages, "kernel": options.kernel, "initfs": options.initfs,
              "initfs_probe": scenario.initfs_probe, "extras": scenario.image_extras or None,
-             "devices": tuple(entry.device for entry in scenario.devices if entry.at_boot) or None}  # fmt: skip
+             "devices": tuple(entry.device for entry in scenario.devices if entry.at_boot) or None,
+             "console_requests": _console_requests(scenario) or None}  # fmt: skip
     return {name: value for name, value in given.items() if value is not None}
+
+
+def _console_requests(scenario: Scenario) -> dict[str, str]:
+    """What the first console_probe step does when its probe asks ("unplug" / "replug" -> a device id)."""
+    for step in scenario.steps:
+        if step.kind == "console_probe":
+            asked = {"unplug": step["unplug_on_request"], "replug": step["replug_on_request"]}
+            return {request: device for request, device in asked.items() if device is not None}
+    return {}
 
 
 def _run_steps(session: GuestSession, scenario: Scenario, judge: Judge, observer: RunObserver) -> None:

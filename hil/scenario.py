@@ -65,6 +65,9 @@ STEP_KINDS: dict[str, dict[str, Param]] = {
         "console_probe": Param(str, required=True, help="the probe whose output the guest prints by itself"),
         "expect_cases": Param(list, help="case names that must pass (default: every case)", check="names"),
         "allow_fail": Param(list, [], help="case names allowed to fail", check="names"),
+        "unplug_on_request": Param(str, help="the id of a usb-storage the host unplugs when the probe prints "
+                                   "'hil-request: unplug'"),
+        "replug_on_request": Param(str, help="the same id: the host plugs it back on 'hil-request: replug'"),
     },
     "driver": {
         "driver": Param(str, required=True, help="a host-side driver of a guest program (tokio's examples)"),
@@ -338,6 +341,8 @@ def _check_references(path: Path, devices: tuple[DeviceEntry, ...], steps: tuple
             entry = _referenced(path, f"steps[{index}].{key}", by_id, step[key])
             if step.kind in ("hotplug", "unplug"):
                 _check_plug(path, f"steps[{index}].{key}", step.kind, entry, plugged)
+        if step.kind == "console_probe":
+            _check_requests(path, f"steps[{index}]", by_id, step, plugged)
         if step.kind == "host" and step["host"] == "send":
             _check_forwarded(path, f"steps[{index}].guest_port", devices, step["proto"], step["guest_port"])
         if step.kind == "host" and step["host"] == "receive" and step["guest_command"] is None:
@@ -348,6 +353,27 @@ def _check_references(path: Path, devices: tuple[DeviceEntry, ...], steps: tuple
         if controller is not None and controller not in controllers:
             raise ScenarioError(path, f"devices[{index}].controller", f"names {controller!r}, not an xhci device",
                                 "declare a [[devices]] kind = \"xhci\" with that id")  # fmt: skip
+
+
+def _check_requests(path: Path, where: str, by_id: dict[str, DeviceEntry], step: Step, plugged: set[str]) -> None:
+    """A console_probe's unplug_on_request / replug_on_request: a plugged usb-storage, unplugged, then the same
+    one plugged back."""
+    unplug, replug = step["unplug_on_request"], step["replug_on_request"]
+    if unplug is not None:
+        entry = _referenced(path, f"{where}.unplug_on_request", by_id, unplug)
+        if entry.device.kind != "usb-storage":
+            raise ScenarioError(path, f"{where}.unplug_on_request", f"names {entry.device.describe()}",
+                                "name a usb-storage device: the probe's xhci_unplug watches its port")  # fmt: skip
+        _check_plug(path, f"{where}.unplug_on_request", "unplug", entry, plugged)
+    if replug is not None:
+        if unplug is None:
+            raise ScenarioError(path, f"{where}.replug_on_request", "comes without unplug_on_request",
+                                f"add unplug_on_request = {replug!r}: the probe plugs back what it unplugged")
+        if replug != unplug:
+            raise ScenarioError(path, f"{where}.replug_on_request",
+                                f"names {replug!r}, but unplug_on_request names {unplug!r}",
+                                "give both the same usb-storage id: the probe plugs back what it unplugged")
+        _check_plug(path, f"{where}.replug_on_request", "hotplug", by_id[replug], plugged)
 
 
 def _referenced(path: Path, where: str, by_id: dict[str, DeviceEntry], device_id: str) -> DeviceEntry:

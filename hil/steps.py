@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from hil import netio
 from hil.devices.net import E1000, GUEST_HOST_ADDRESS
 from hil.guest.console import CommandTimeout, ConsoleClosed
+from hil.initfs_probe.spec import HOST_REQUEST_PREFIX, HOST_REQUESTS
 from hil.paths import private_dir
 from hil.probes.ktap import CaseResult, ProbeParser, ProbeReport, parse_text
 from hil.qemu.qmp import QmpCommandError
@@ -148,12 +149,33 @@ def _console_probe(session: GuestSession, step: Step) -> StepResult:
         except TimeoutError:
             return _probe_result(step, parser.finish(), "\n".join(lines), hang=f"no probe output for {budget:.0f} s")
         line = match.group(1)
+        if line.startswith(HOST_REQUEST_PREFIX):
+            lines.append(_host_request(session, step, line.removeprefix(HOST_REQUEST_PREFIX).strip()))
+            last_progress = time.monotonic()
+            continue
         parser.feed(line)
         if line.startswith(("KTAP", "ok ", "not ok ", "#", "1..")):  # other console noise is not progress
             lines.append(line)
             last_progress = time.monotonic()
     _read_trailing_comments(session, parser, lines)
     return _probe_result(step, parser.finish(), "\n".join(lines))
+
+
+def _host_request(session: GuestSession, step: Step, request: str) -> str:
+    """The probe asked the host to act (unplug_on_request / replug_on_request): do it over QMP. The line for
+    the step's output says what was done; the probe sees the outcome (or its absence) and reports it."""
+    device = step.params.get(f"{request}_on_request") if request in HOST_REQUESTS else None
+    if device is None:
+        return f"{HOST_REQUEST_PREFIX}{request} (ignored: the step has no {request}_on_request)"
+    started = time.monotonic()
+    try:
+        if request == "unplug":
+            session.unplug(device, step.timeout)
+        else:
+            session.hotplug(device)
+    except (TimeoutError, QmpCommandError) as err:
+        return f"{HOST_REQUEST_PREFIX}{request} {device}: failed ({err})"
+    return f"{HOST_REQUEST_PREFIX}{request} {device}: done in {(time.monotonic() - started) * 1000:.1f} ms"
 
 
 def _read_trailing_comments(session: GuestSession, parser: ProbeParser, lines: list[str]) -> None:

@@ -205,4 +205,5 @@ def test_host_steps_without_a_guest_command_need_a_listener(tmp_path: Path, devi
 
 def test_the_profile_counts_the_devices_on_the_first_controller() -> None:
     devices = (Xhci("xhci0", "nec-usb-xhci"), UsbStorage("usb0", "xhci0"), UsbInput("kbd0", "usb-kbd", "xhci0"))
-    assert RedoxOptions.of(GuestOptions(own={"devices": devices})).xhci == spec.XhciTarget("nec-usb-xhci", 2)
+    assert RedoxOptions.of(GuestOptions(own={"devices": devices})).xhci == spec.XhciTarget(
+        "nec-usb-xhci", 2, (0x46F40001, 0x06270001), storage_seed=0)

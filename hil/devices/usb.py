@@ -8,6 +8,8 @@ XHCI_MODELS = ("qemu-xhci", "nec-usb-xhci")
 # What QEMU's USB input devices call themselves (their product string descriptor).
 INPUT_PRODUCTS = {"usb-kbd": "QEMU USB Keyboard", "usb-tablet": "QEMU USB Tablet"}
 INPUT_MODELS = tuple(INPUT_PRODUCTS)
+# The USB ids (idVendor << 16 | idProduct) QEMU's device descriptors give (seen by the redox-xhci probe).
+USB_IDS = {"usb-storage": 0x46F40001, "usb-kbd": 0x06270001, "usb-tablet": 0x06270001}
 
 
 class Xhci(Device):

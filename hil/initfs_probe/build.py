@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from hil.devices.usb import USB_IDS
 from hil.errors import InfraError, UsageError
 from hil.image.static_c import run_compiler
 from hil.initfs_probe import layout, spec
@@ -65,7 +66,7 @@ def source_digest() -> str:
 def build_header(variant: spec.Variant, abi: KernelAbi, channel: str, nvme: spec.NvmeTarget | None = None,
                  e1000: spec.E1000Target | None = None, xhci: spec.XhciTarget | None = None) -> str:
     """The generated hil_build.h: the variant's sizes, the case list, the register-dump layout, the device
-    targets (NVMe, e1000)."""
+    targets (NVMe, e1000, xHCI)."""
     metrics = ", ".join(f'"{name}"' for name, _unit in spec.REGDUMP_METRICS)
     cases = " ".join(f"X({name})" for name in variant.cases)
     target = nvme or spec.NvmeTarget("", 0)
@@ -96,6 +97,12 @@ def build_header(variant: spec.Variant, abi: KernelAbi, channel: str, nvme: spec
             f'#define HIL_E1000_TCP_PAYLOAD "{spec.E1000_TCP_PAYLOAD}"',
             f'#define HIL_XHCI_MODEL "{usb.model}"',
             f"#define HIL_XHCI_DEVICES {usb.devices}",
+            f"#define HIL_USB_IDS {''.join(f'{i:#010x}, ' for i in usb.ids)}",
+            f"#define HIL_USB_STORAGE {int(usb.storage_seed is not None)}",
+            f"#define HIL_USB_STORAGE_ID {USB_IDS['usb-storage']:#010x}u",
+            f"#define HIL_USB_DISK_SEED {usb.storage_seed or 0}ULL",
+            f"#define HIL_XHCI_UNPLUG {int(usb.unplug)}",
+            f"#define HIL_XHCI_REPLUG {int(usb.replug)}",
             "",
         )
     )

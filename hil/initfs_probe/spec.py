@@ -71,9 +71,14 @@ E1000_CASES: tuple[str, ...] = (
     "e1000_irq_intx",
     "e1000_counters",
 )
-# The redox-xhci variant (src/xhci.c): controller, capabilities, reset, root-hub ports; no rings yet.
+# The redox-xhci variant (src/xhci.c): controller, capabilities, reset, root-hub ports, rings, then each
+# device enumerated, a block read from the usb-storage, and that device unplugged and plugged back by the host.
 XHCI_CASES: tuple[str, ...] = ("thread_spawn", "io_privilege", "cpu_count", "xhci_pci", "xhci_caps", "xhci_reset",
-                               "xhci_ports", "xhci_noop")
+                               "xhci_ports", "xhci_noop", "xhci_enumerate", "xhci_storage_read", "xhci_unplug",
+                               "xhci_replug")
+# What the probe prints on the console to have the host act (the console_probe step's *_on_request keys).
+HOST_REQUEST_PREFIX = "hil-request: "
+HOST_REQUESTS = ("unplug", "replug")
 # What the probe sends to the host's listeners; the scenario's host steps check these bytes.
 E1000_UDP_PAYLOAD = "hil e1000 udp from the initfs probe"
 E1000_TCP_PAYLOAD = "hil e1000 tcp from the initfs probe"
@@ -122,10 +127,16 @@ class E1000Target:
 
 @dataclass(frozen=True)
 class XhciTarget:
-    """The first xHCI hil attaches and how many USB devices hang on it at boot."""
+    """The first xHCI hil attaches and how many USB devices hang on it at boot; their USB ids (idVendor << 16 |
+    idProduct) as QEMU emulates them, the usb-storage's known-content seed (None without one), and whether the
+    console_probe step unplugs and plugs it back when the probe asks."""
 
     model: str
     devices: int
+    ids: tuple[int, ...] = ()
+    storage_seed: int | None = None
+    unplug: bool = False
+    replug: bool = False
 
 
 VARIANTS: dict[str, Variant] = {
@@ -137,7 +148,8 @@ VARIANTS: dict[str, Variant] = {
                 NVME_CASES),
         Variant("redox-e1000", 2, 8, "a minimal e1000 driver: PCI, BAR, MAC, rings, ARP, UDP, TCP, INTx",
                 E1000_CASES),
-        Variant("redox-xhci", 2, 8, "xHCI: PCI, capabilities, reset, root-hub port status", XHCI_CASES),
+        Variant("redox-xhci", 2, 8, "xHCI: PCI, reset, ports, rings, enumeration, a usb-storage read, unplug/replug",
+                XHCI_CASES),
     )
 }
 DEFAULT_VARIANT = "kernel-smoke"

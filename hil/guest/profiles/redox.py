@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from hil.devices.net import E1000
-from hil.devices.storage import Nvme
-from hil.devices.usb import Xhci
+from hil.devices.storage import Nvme, UsbStorage
+from hil.devices.usb import USB_IDS, Xhci
 from hil.errors import UsageError
 from hil.guest.console import Console
 from hil.guest.profiles.base import DeviceChecks, GuestCheck, GuestOptions, GuestProfile, must_be_file
@@ -103,8 +103,9 @@ class RedoxOptions:
         own = options.own
         packages = own.get("packages") or os.environ.get(PACKAGES_ENV) or None
         devices = own.get("devices") or ()
+        requests = own.get("console_requests") or {}
         return cls(packages, own.get("kernel"), own.get("initfs"), own.get("initfs_probe"), _nvme_target(devices),
-                   _e1000_target(devices), _xhci_target(devices))
+                   _e1000_target(devices), _xhci_target(devices, requests))
 
 
 def _nvme_target(devices: Iterable[object]) -> NvmeTarget | None:
@@ -124,14 +125,21 @@ def _e1000_target(devices: Iterable[object]) -> E1000Target | None:
     return None
 
 
-def _xhci_target(devices: Iterable[object]) -> XhciTarget | None:
-    """The first xHCI's model and how many USB devices are attached to it at boot."""
+def _xhci_target(devices: Iterable[object], requests: Mapping[str, str]) -> XhciTarget | None:
+    """The first xHCI's model, the USB devices attached to it at boot (their ids as QEMU emulates them), its
+    usb-storage's seed, and whether the console_probe step unplugs (replugs) that usb-storage on request."""
+    devices = tuple(devices)
     controllers = [d for d in devices if isinstance(d, Xhci)]
     if not controllers:
         return None
     first = controllers[0]
-    attached = sum(1 for d in devices if getattr(d, "controller", None) == first.id)
-    return XhciTarget(first.model, attached)
+    attached = [d for d in devices if getattr(d, "controller", None) == first.id]
+    storage = next((d for d in attached if isinstance(d, UsbStorage)), None)
+    ids = tuple(USB_IDS[d.kind] for d in attached if d.kind in USB_IDS)
+    if storage is None:
+        return XhciTarget(first.model, len(attached), ids)
+    return XhciTarget(first.model, len(attached), ids, storage.seed, unplug=requests.get("unplug") == storage.id,
+                      replug=requests.get("replug") == storage.id)
 
 
 class IonShell(ShellDialect):
