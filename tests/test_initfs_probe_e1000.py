@@ -138,7 +138,9 @@ def test_the_e1000_variant_builds_its_cases_and_target() -> None:
     header = build.build_header(spec.VARIANTS["redox-e1000"], ABIS[DEFAULT_ABI], "debug", e1000=target)
     assert "X(e1000_arp)" in header and "X(nvme_pci)" not in header
     assert '#define HIL_E1000_MAC "52:54:00:68:69:6c"' in header
-    assert "#define HIL_E1000_HOST_UDP_PORT 40000" in header and "#define HIL_E1000_ECHO_PORT 7001" in header
+    assert "#define HIL_E1000_ECHO_PORT 7001" in header
+    # The host ports change every run: they come through fw_cfg, so they must not change the build.
+    assert "40000" not in header and f'#define HIL_RUN_VALUES "{spec.RUN_VALUES_FW_CFG}"' in header
     with pytest.raises(UsageError, match="MAC"):
         build.build_initfs_probe(Path("/nonexistent"), "redox-e1000", e1000=spec.E1000Target("52:54:00"))
 
@@ -207,3 +209,11 @@ def test_the_profile_counts_the_devices_on_the_first_controller() -> None:
     devices = (Xhci("xhci0", "nec-usb-xhci"), UsbStorage("usb0", "xhci0"), UsbInput("kbd0", "usb-kbd", "xhci0"))
     assert RedoxOptions.of(GuestOptions(own={"devices": devices})).xhci == spec.XhciTarget(
         "nec-usb-xhci", 2, (0x46F40001, 0x06270001), storage_seed=0)
+
+
+@needs_gcc
+def test_runs_with_other_host_ports_share_one_probe_and_pass_the_ports_through_fw_cfg(tmp_path: Path) -> None:
+    first, second = (spec.E1000Target("52:54:00:68:69:6c", udp, tcp) for udp, tcp in ((40000, 40001), (50000, 50001)))
+    built = [build.build_initfs_probe(tmp_path, "redox-e1000", e1000=t) for t in (first, second)]
+    assert built[0] == built[1]  # one build (and so one cached disk) for every run
+    assert spec.run_values_text(second.run_values()) == "e1000.udp_port=50000;e1000.tcp_port=50001"

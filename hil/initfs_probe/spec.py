@@ -79,6 +79,9 @@ XHCI_CASES: tuple[str, ...] = ("thread_spawn", "io_privilege", "cpu_count", "xhc
 # What the probe prints on the console to have the host act (the console_probe step's *_on_request keys).
 HOST_REQUEST_PREFIX = "hil-request: "
 HOST_REQUESTS = ("unplug", "replug")
+# The fw_cfg item that carries what changes every run (the host listeners' ports), "key=value;...": the probe
+# reads it through QEMU's fw_cfg ports, so its build, and the disk holding it, stay the same from run to run.
+RUN_VALUES_FW_CFG = "opt/hil/run"
 # What the probe sends to the host's listeners; the scenario's host steps check these bytes.
 E1000_UDP_PAYLOAD = "hil e1000 udp from the initfs probe"
 E1000_TCP_PAYLOAD = "hil e1000 tcp from the initfs probe"
@@ -123,6 +126,15 @@ class E1000Target:
     host_udp_port: int = 0
     host_tcp_port: int = 0
     echo_port: int = 7001
+
+    def run_values(self) -> dict[str, int]:
+        """Its part of RUN_VALUES_FW_CFG: the host ports, kept out of the build because they change every run."""
+        return {"e1000.udp_port": self.host_udp_port, "e1000.tcp_port": self.host_tcp_port}
+
+
+def run_values_text(values: dict[str, int]) -> str:
+    """RUN_VALUES_FW_CFG's content, "key=value;...", as the probe's run_value() parses it."""
+    return ";".join(f"{key}={value}" for key, value in values.items())
 
 
 @dataclass(frozen=True)

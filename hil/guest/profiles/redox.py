@@ -27,7 +27,7 @@ from hil.image.redox.assemble import assemble, default_packages, read_image_file
 from hil.image.redox.disk_cache import assembled_disk
 from hil.image.redox.repo import check_packages
 from hil.initfs_probe.build import build_initfs_probe
-from hil.initfs_probe.spec import E1000Target, NvmeTarget, XhciTarget
+from hil.initfs_probe.spec import RUN_VALUES_FW_CFG, E1000Target, NvmeTarget, XhciTarget, run_values_text
 from hil.paths import cache_dir
 from hil.qemu.accel import KvmProbe
 from hil.qemu.spec import MachineSpec
@@ -208,7 +208,7 @@ class RedoxKernelProfile(GuestProfile):
             disk=image,
             disk_format="raw",
             # Guests that finish on their own leave through isa-debug-exit, like redoxer's daemon.
-            extra_args=("-no-reboot", "-device", "isa-debug-exit"),
+            extra_args=("-no-reboot", "-device", "isa-debug-exit", *_run_values_args(RedoxOptions.of(options))),
             qemu_binary=options.qemu_binary,
         )
 
@@ -302,6 +302,16 @@ class RedoxProfile(RedoxKernelProfile):
     def after_restore(self, console: Console, timeout: float, then: str | None = None) -> str:
         console.resync(timeout)
         return console.run(then, timeout).output if then else ""
+
+
+def _run_values_args(redox: RedoxOptions) -> tuple[str, ...]:
+    """The fw_cfg item with what the probe needs that changes every run (the e1000's host ports): not built in,
+    so the probe and the disk holding it are made once, not once per run."""
+    values = redox.e1000.run_values() if redox.e1000 is not None else {}
+    if not values:
+        return ()
+    # QEMU's option parser ends a value at ",": the text has none (digits, dots, "=" and ";").
+    return ("-fw_cfg", f"name={RUN_VALUES_FW_CFG},string={run_values_text(values)}")
 
 
 def _assemble_for_run(redox: RedoxOptions, work_dir: Path | None, size_mib: int, initfs: Path | None) -> Path:

@@ -374,12 +374,27 @@ static bool is_flow(const struct parsed *p, const void *ctx)
            p->dst_port == f->local_port && (f->remote_port == 0 || p->src_port == f->remote_port);
 }
 
+/* The host listener's port for `key`: hil picks a free one every run and passes it through fw_cfg. */
+static bool host_port(const char *key, uint16_t *port)
+{
+    u64 value = 0;
+    long r = run_value(key, &value);
+    if (r != 0 || value == 0 || value > 65535) {
+        fail("e1000: no host port %s in fw_cfg %s (run_value returned %E, value %u): boot the probe through hil",
+             key, HIL_RUN_VALUES, r, value);
+        return false;
+    }
+    *port = (uint16_t)value;
+    return true;
+}
+
 void case_e1000_udp_to_host(void)
 {
     if (!need(e.arp, "e1000_arp"))
         return;
     struct endpoint to = e.gw;
-    to.port = HIL_E1000_HOST_UDP_PORT;
+    if (!host_port("e1000.udp_port", &to.port))
+        return;
     e.me.port = 40001;
     struct flow f = {IPPROTO_UDP_, e.me.port, to.port};
     const char *payload = HIL_E1000_UDP_PAYLOAD;
@@ -433,7 +448,8 @@ void case_e1000_tcp_to_host(void)
     if (!need(e.arp, "e1000_arp"))
         return;
     struct endpoint to = e.gw;
-    to.port = HIL_E1000_HOST_TCP_PORT;
+    if (!host_port("e1000.tcp_port", &to.port))
+        return;
     e.me.port = 40002;
     struct flow f = {IPPROTO_TCP_, e.me.port, to.port};
     struct parsed p;

@@ -205,3 +205,77 @@ long irq_count(long fd, u64 *count)
         *count = word;
     return n;
 }
+
+/* ---- QEMU fw_cfg over I/O ports (docs/specs/fw_cfg.rst): a 16-bit selector, then the item's bytes one by
+ * one; item 0 reads "QEMU", item 0x19 is the directory: a big-endian count, then 64-byte entries of size
+ * (be32), selector (be16), reserved (2) and a NUL-padded name (56). ---- */
+#define FW_CFG_SELECTOR 0x510
+#define FW_CFG_DATA 0x511
+#define FW_CFG_SIGNATURE 0x0000
+#define FW_CFG_FILE_DIR 0x0019
+#define FW_CFG_NAME_LEN 56
+
+static u32 fw_cfg_be(u32 bytes)
+{
+    u32 value = 0;
+    for (u32 i = 0; i < bytes; i++)
+        value = value << 8 | inb(FW_CFG_DATA);
+    return value;
+}
+
+/* The named item's first cap - 1 bytes into buf, NUL-terminated: its length, -ENODEV or -ENOENT. */
+static long fw_cfg_file(const char *name, char *buf, u32 cap)
+{
+    outw(FW_CFG_SELECTOR, FW_CFG_SIGNATURE);
+    if (fw_cfg_be(4) != 0x51454d55u) /* "QEMU" */
+        return -(long)ENODEV;
+    outw(FW_CFG_SELECTOR, FW_CFG_FILE_DIR);
+    for (u32 count = fw_cfg_be(4); count > 0; count--) {
+        u32 size = fw_cfg_be(4);
+        uint16_t selector = (uint16_t)fw_cfg_be(2);
+        fw_cfg_be(2);
+        char entry[FW_CFG_NAME_LEN + 1] = {0};
+        for (u32 i = 0; i < FW_CFG_NAME_LEN; i++)
+            entry[i] = (char)inb(FW_CFG_DATA);
+        if (!str_eq(entry, name))
+            continue;
+        outw(FW_CFG_SELECTOR, selector);
+        u32 len = size < cap - 1 ? size : cap - 1;
+        for (u32 i = 0; i < len; i++)
+            buf[i] = (char)inb(FW_CFG_DATA);
+        buf[len] = 0;
+        return len;
+    }
+    return -(long)ENOENT;
+}
+
+long run_value(const char *key, u64 *value)
+{
+    static char values[512];
+    static long read_result = 1; /* not read yet */
+    if (read_result == 1)
+        read_result = fw_cfg_file(HIL_RUN_VALUES, values, sizeof(values));
+    if (read_result < 0)
+        return read_result;
+    u64 key_len = str_len(key);
+    for (const char *p = values; *p;) {
+        const char *end = p;
+        while (*end && *end != ';')
+            end++;
+        if ((u64)(end - p) > key_len && memcmp(p, key, key_len) == 0 && p[key_len] == '=') {
+            const char *digit = p + key_len + 1;
+            if (digit == end)
+                return -(long)EINVAL;
+            u64 number = 0;
+            for (; digit < end; digit++) {
+                if (*digit < '0' || *digit > '9')
+                    return -(long)EINVAL;
+                number = number * 10 + (u64)(*digit - '0');
+            }
+            *value = number;
+            return 0;
+        }
+        p = *end ? end + 1 : end;
+    }
+    return -(long)ENOENT;
+}

@@ -15,6 +15,13 @@ static inline u32 inl(uint16_t port)
     __asm__ volatile("inl %1, %0" : "=a"(value) : "Nd"(port));
     return value;
 }
+static inline void outw(uint16_t port, uint16_t value) { __asm__ volatile("outw %0, %1" ::"a"(value), "Nd"(port)); }
+static inline u8 inb(uint16_t port)
+{
+    u8 value;
+    __asm__ volatile("inb %1, %0" : "=a"(value) : "Nd"(port));
+    return value;
+}
 static inline void mmio_barrier(void) { __asm__ volatile("mfence" ::: "memory"); }
 static inline u32 mmio_read32(volatile u32 *base, u32 offset) { return base[offset / 4]; }
 static inline void mmio_write32(volatile u32 *base, u32 offset, u32 value) { base[offset / 4] = value; }
@@ -23,6 +30,11 @@ static inline void mmio_write32(volatile u32 *base, u32 offset, u32 value) { bas
 u32 pci_read32(u32 bdf, u32 offset);
 void pci_write32(u32 bdf, u32 offset, u32 value);
 static inline u32 pci_bdf(u32 bus, u32 dev, u32 fn) { return bus << 16 | dev << 11 | fn << 8; }
+
+/* A number hil chose for this run (a host port), by key, from the fw_cfg item HIL_RUN_VALUES ("key=value;..."):
+ * values that change every run stay out of the build, so one probe and one disk serve every run. 0 when found;
+ * -ENODEV without fw_cfg, -ENOENT without the item or the key, -EINVAL for a value that is not a number. */
+long run_value(const char *key, u64 *value);
 
 /* The kernel's physical-memory interface; results are addresses or a negative errno. */
 long phys_map(u64 phys, u64 size);              /* uncached mapping of device memory */
