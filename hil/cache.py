@@ -10,7 +10,9 @@ and a build may be killed at any point. So every area follows one protocol:
   run shares and none may write (a snapshot, a disk) is made read-only as it is published;
 - scratch folders left by killed makers are removed by the next holder of the lock, the only time it is
   certain that nobody is still writing them;
-- names starting with "." (locks, scratch) are never entries, so listing an area shows published ones only.
+- names starting with "." (locks, scratch) are never entries, so listing an area shows published ones only;
+- keys carry digests of their inputs (hil's own sources too), so every change makes new entries: an area with
+  a limit drops its least recently used ones beyond it after each new entry (finding one marks it used).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import fcntl
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +35,8 @@ SCRATCH_PREFIX = ".build-"
 AREA_LOCK = ".lock"
 KEY_LOCK_PREFIX = ".lock-"
 READ_ONLY = 0o444
+# An entry used this recently is never pruned: another run may have found it and not yet opened it.
+PRUNE_MIN_IDLE_S = 600
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ class CacheArea:
     waiting: str = ""  # said on the console while another process holds the lock
     private: bool = False  # folder readable by the user only (it holds keys, or guest state)
     lock_per_key: bool = False
+    limit_env: str = ""  # the variable that sets the area's limit in MB (none: the area is never pruned)
+    default_limit_mb: int = 0
 
     @property
     def root(self) -> Path:
@@ -58,7 +65,10 @@ class CacheArea:
     def find(self, key: str) -> Path | None:
         """The published entry `key`, or None; a build in progress is never found (it is not there yet)."""
         path = self.path(key)
-        return path if path.exists() else None
+        if not path.exists():
+            return None
+        touch_used(path)
+        return path
 
     def entries(self) -> list[Path]:
         """Every published entry (files and folders not starting with ".")."""
@@ -129,7 +139,23 @@ class CacheArea:
             if found is not None:
                 return found
             with self.scratch(key) as scratch:
-                return self.publish(build(scratch), key, read_only=read_only)
+                made = self.publish(build(scratch), key, read_only=read_only)
+        self.prune(keep=key)
+        return made
+
+    @property
+    def limit_bytes(self) -> int | None:
+        if not self.limit_env:
+            return None
+        return int(os.environ.get(self.limit_env, self.default_limit_mb)) << 20
+
+    def prune(self, keep: str | None = None) -> list[str]:
+        """Delete the least recently used entries beyond the area's limit (never `keep`); the names removed."""
+        limit = self.limit_bytes
+        if limit is None:
+            return []
+        kept = self.path(keep) if keep else None
+        return [group[0].name for group in prune_least_recent([[p] for p in self.entries()], limit, kept)]
 
     def _made(self) -> Path:
         if self.private:
@@ -145,6 +171,45 @@ class CacheArea:
         # mkdtemp's random part has no "-", so "<key>-<random>" cannot be the scratch of a key "<key>-x".
         prefix = f"{SCRATCH_PREFIX}{key}-"
         return [path for path in found if path.name.startswith(prefix) and "-" not in path.name[len(prefix) :]]
+
+
+def touch_used(path: Path) -> None:
+    """Mark an entry used now (its mtime), for pruning; an entry this process cannot touch keeps its time."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def prune_least_recent(groups: Iterable[list[Path]], limit_bytes: int, keep: Path | None = None) -> list[list[Path]]:
+    """Delete whole groups of files or folders (one entry each), the least recently used first, until the rest
+    fit in `limit_bytes`; the group holding `keep`, and any used within PRUNE_MIN_IDLE_S, stay (but count).
+    Returns the groups deleted."""
+    ordered = sorted(groups, key=_last_used, reverse=True)
+    total, removed, now = 0, [], time.time()
+    for group in ordered:
+        total += sum(_size(path) for path in group)
+        if total > limit_bytes and keep not in group and now - _last_used(group) > PRUNE_MIN_IDLE_S:
+            for path in group:
+                _delete(path)
+            removed.append(group)
+    return removed
+
+
+def _last_used(group: list[Path]) -> float:
+    return max((path.stat().st_mtime for path in group if path.exists()), default=0.0)
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def _delete(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _entry_name(key: str) -> str:

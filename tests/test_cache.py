@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import stat
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hil.cache import CacheArea
+from hil.cache import PRUNE_MIN_IDLE_S, CacheArea, prune_least_recent
 from hil.store import atomic_output, atomic_write
 
 WAITING = "Waiting for the other maker"
@@ -23,7 +24,7 @@ WAITING = "Waiting for the other maker"
 MAKER = """
 import contextlib, os, sys, time
 from pathlib import Path
-from hil.cache import CacheArea
+from hil.cache import PRUNE_MIN_IDLE_S, CacheArea, prune_least_recent
 
 root, key, signals = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 
@@ -181,3 +182,36 @@ def test_an_atomic_file_is_all_there_or_the_old_one_stays(tmp_path: Path) -> Non
         subprocess.run(["cp", "/bin/true", str(temporary)], check=True)  # another program writes it
     assert path.read_bytes() == Path("/bin/true").read_bytes() and stat.S_IMODE(path.stat().st_mode) == 0o755
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def _aged(path: Path, size: int, age_s: float) -> Path:
+    path.write_bytes(bytes(size))
+    stamp = time.time() - age_s
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_an_area_with_a_limit_keeps_the_most_recently_used_entries(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HIL_TEST_AREA_MB", "2")
+    area = CacheArea(tmp_path / "area", limit_env="HIL_TEST_AREA_MB")
+    area.root.mkdir()
+    for name, age in (("old", 7200), ("older", 9000), ("oldest", 9999)):
+        _aged(area.path(name), 1 << 20, age)
+    area.find("oldest")  # used now: it stays, and "older" is now the least recently used
+    made = area.make("new", lambda scratch: _aged(scratch / "f", 1 << 19, 0))
+    assert made.is_file()
+    assert sorted(p.name for p in area.entries()) == ["new", "oldest"]
+
+
+def test_entries_used_in_the_last_minutes_are_never_pruned(tmp_path: Path) -> None:
+    busy = [_aged(tmp_path / f"e{i}", 1 << 20, 60) for i in range(3)]
+    idle = _aged(tmp_path / "idle", 1 << 20, PRUNE_MIN_IDLE_S + 60)
+    removed = prune_least_recent([[p] for p in (*busy, idle)], 1 << 20)
+    assert removed == [[idle]] and all(p.exists() for p in busy)
+
+
+def test_an_area_without_a_limit_is_never_pruned(tmp_path: Path) -> None:
+    area = CacheArea(tmp_path / "area")
+    area.root.mkdir()
+    _aged(area.path("old"), 1 << 20, 99999)
+    assert area.prune() == [] and area.find("old") is not None

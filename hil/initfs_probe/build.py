@@ -9,11 +9,13 @@ of everything that went in, so a second build with the same inputs is a file loo
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
+from hil.cache import prune_least_recent, touch_used
 from hil.devices.usb import USB_IDS
 from hil.errors import InfraError, UsageError
 from hil.image.static_c import run_compiler
@@ -48,6 +50,8 @@ CFLAGS = (
 BUILD_TIMEOUT_S = 120
 MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 INSTALL_FIX = "apt-get install gcc libc6-dev"
+PROBE_CACHE_ENV = "HIL_PROBE_CACHE_MB"
+DEFAULT_PROBE_CACHE_MB = 256
 
 
 def source_digest() -> str:
@@ -146,6 +150,7 @@ def build_initfs_probe(
     out_dir = Path(out_dir)
     output = out_dir / f"{spec.PROGRAM}-{chosen.name}-{key}.initfs"
     if output.is_file():
+        touch_used(output)
         return output
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hil-initfs-probe-") as tmp:
@@ -154,7 +159,16 @@ def build_initfs_probe(
         # Each file whole or not at all; the initfs last, as its presence means the build is done.
         atomic_write(output.with_suffix(".elf"), elf, mode=0o644)
         atomic_write(output, image, mode=0o644)
+    _prune(out_dir, keep=output)
     return output
+
+
+def _prune(out_dir: Path, keep: Path) -> None:
+    """Old builds beyond HIL_PROBE_CACHE_MB go, least recently used first (each key's ELF with its initfs)."""
+    builds: dict[str, list[Path]] = {}
+    for path in out_dir.glob(f"{spec.PROGRAM}-*"):
+        builds.setdefault(path.stem, []).append(path)
+    prune_least_recent(builds.values(), int(os.environ.get(PROBE_CACHE_ENV, DEFAULT_PROBE_CACHE_MB)) << 20, keep)
 
 
 def _check_target(variant: spec.Variant, channel: str, nvme: spec.NvmeTarget | None,

@@ -40,7 +40,8 @@ DEFAULT_CACHE_LIMIT_MB = 8192
 _PLACEHOLDER_PATHS = RunPaths(Path("QMP"), Path("SERIAL"), Path("LOG"), Path("DISK"), Path("INITRD"))
 _digest_cache: dict[tuple[str, int, int], str] = {}
 # One lock per key: workers restoring or saving other machines never wait for each other.
-SNAPSHOTS = CacheArea("snapshots", private=True, lock_per_key=True)
+SNAPSHOTS = CacheArea("snapshots", private=True, lock_per_key=True, limit_env=CACHE_LIMIT_ENV,
+                      default_limit_mb=DEFAULT_CACHE_LIMIT_MB)
 
 
 class SnapshotUnsupported(Exception):
@@ -100,15 +101,7 @@ def find_snapshot(key: str) -> Snapshot | None:
 
 def prune_snapshots(keep: str | None = None) -> list[str]:
     """Delete the least recently used snapshots beyond the cache limit; returns the keys removed."""
-    limit = int(os.environ.get(CACHE_LIMIT_ENV, DEFAULT_CACHE_LIMIT_MB)) << 20
-    folders = sorted((p for p in SNAPSHOTS.entries() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
-    removed, total = [], 0
-    for folder in folders:
-        total += sum(f.stat().st_size for f in folder.iterdir())
-        if total > limit and folder.name != keep:
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder.name)
-    return removed
+    return SNAPSHOTS.prune(keep)
 
 
 def snapshot_lock(key: str) -> contextlib.AbstractContextManager[None]:

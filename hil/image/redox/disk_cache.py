@@ -17,7 +17,8 @@ from hil.cache import CacheArea
 from hil.image.redox.assemble import assemble, default_packages
 from hil.image.redox.repo import PackageRepo
 
-DISKS = CacheArea("redox-disks", "waiting for another hil assembling the same Redox disk", lock_per_key=True)
+DISKS = CacheArea("redox-disks", "waiting for another hil assembling the same Redox disk", lock_per_key=True,
+                  limit_env="HIL_REDOX_DISK_CACHE_MB", default_limit_mb=2048)
 DISK_NAME = "disk.img"
 KEY_FORMAT = "redox-disk-1"
 
